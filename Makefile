@@ -1,0 +1,50 @@
+# rbtc-indexer — every set-up step lives here, so a fresh machine needs only `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ANVIL := .tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export TEST_DATABASE_URL
+
+.PHONY: all install tools contracts test demo bench lint postgres clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(ANVIL): .tools/package.json .tools/package-lock.json
+	cd .tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(ANVIL)
+
+contracts: install tools
+	$(PY) tests/contracts/build.py
+
+# Start the local PostgreSQL cluster if nothing answers on 127.0.0.1:5432.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1
+
+test: install tools postgres
+	$(VENV)/bin/pytest -q
+
+demo: install tools postgres
+	$(PY) scripts/demo.py
+
+bench: install tools postgres
+	$(PY) -m bench.run
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .tools/node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,258 @@
+"""JSON-RPC over HTTP with several endpoints: failover, recovery, and retries by error class.
+
+Knows JSON-RPC and nothing about tables or contracts. Transport failures, HTTP 5xx, 429 (honouring
+Retry-After) and transient JSON-RPC errors are retried with capped exponential backoff, moving to the next
+healthy endpoint; errors that cannot succeed on retry (invalid params, unknown method) fail at once; errors
+saying a log query is too large are raised as RangeTooLarge, with the provider's suggested range if given.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import requests
+import structlog
+from web3 import HTTPProvider
+
+from indexer.config import redact_url
+
+log = structlog.get_logger("rpc")
+
+_RANGE_PATTERNS = re.compile(
+    r"(more than \d+ results|range (is )?too (large|wide)|block range|too many (results|logs|blocks)"
+    r"|response (size|is) too (big|large)|exceed(s|ed) .*(limit|range)|limited to a? ?\d+ block|query timeout"
+    r"|log response size exceeded)",
+    re.IGNORECASE,
+)
+_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*\]")
+_LIMITED_TO = re.compile(r"limited to (?:a )?(\d+)", re.IGNORECASE)
+_RATE_LIMIT = re.compile(r"(rate.?limit|too many requests|exceeded .*capacity|request limit)", re.IGNORECASE)
+_FINAL_CODES = {-32601, -32602, -32600, -32700}
+
+
+class RpcError(Exception):
+    """A JSON-RPC call that failed; `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, code: int | None = None, endpoint: str = "", retryable: bool = True):
+        super().__init__(message)
+        self.code = code
+        self.endpoint = endpoint
+        self.retryable = retryable
+
+
+class RangeTooLarge(RpcError):
+    """The endpoint refused an eth_getLogs range as too large; `suggested` is its hint (blocks), if any."""
+
+    def __init__(self, message: str, *, code: int | None, endpoint: str, suggested: int | None):
+        super().__init__(message, code=code, endpoint=endpoint, retryable=False)
+        self.suggested = suggested
+
+
+class RateLimited(RpcError):
+    """HTTP 429 or a rate-limit JSON-RPC error; `retry_after` seconds if the server said."""
+
+    def __init__(self, message: str, *, endpoint: str, retry_after: float | None):
+        super().__init__(message, endpoint=endpoint, retryable=True)
+        self.retry_after = retry_after
+
+
+class RpcUnavailable(RpcError):
+    """Every attempt failed and the caller's retry budget is spent (or shutdown was requested)."""
+
+
+def classify_error(error: dict, endpoint: str) -> RpcError:
+    """Turn a JSON-RPC error object into the matching exception."""
+    code = error.get("code")
+    message = str(error.get("message", "")) + (f" ({error['data']})" if isinstance(error.get("data"), str) else "")
+    if _RANGE_PATTERNS.search(message):
+        return RangeTooLarge(message, code=code, endpoint=endpoint, suggested=_suggested_span(message))
+    if code in (-32005, -32029, 429) or _RATE_LIMIT.search(message):
+        return RateLimited(message, endpoint=endpoint, retry_after=None)
+    return RpcError(message, code=code, endpoint=endpoint, retryable=code not in _FINAL_CODES)
+
+
+def _suggested_span(message: str) -> int | None:
+    match = _SUGGESTED_RANGE.search(message)
+    if match:
+        start, end = (int(x, 0) for x in match.groups())
+        return max(1, end - start + 1)
+    match = _LIMITED_TO.search(message)
+    return int(match.group(1)) if match else None
+
+
+class _FastProvider(HTTPProvider):
+    """web3's HTTP provider, decoding responses with orjson and without its own retries."""
+
+    def decode_rpc_response(self, raw_response: bytes) -> Any:  # type: ignore[override]
+        return orjson.loads(raw_response)
+
+
+@dataclass
+class Endpoint:
+    """One RPC URL and its health."""
+
+    url: str
+    provider: HTTPProvider
+    failures: int = 0
+    down_until: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return redact_url(self.url)
+
+
+Observer = Callable[[str, str, float, str | None], None]  # method, endpoint label, seconds, error kind
+
+
+class RpcClient:
+    """Calls JSON-RPC methods on the first healthy endpoint, failing over and retrying as the error allows."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        max_backoff: float = 30.0,
+        observer: Observer | None = None,
+        stop: threading.Event | None = None,
+    ):
+        if not urls:
+            raise ValueError("at least one RPC URL is needed")
+        self.endpoints = [
+            Endpoint(u, _FastProvider(u, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
+            for u in urls
+        ]
+        self.max_backoff = max_backoff
+        self.observer = observer
+        self.stop = stop or threading.Event()
+        self.last_error: str | None = None
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def call(self, method: str, params: list, *, attempts: int | None = None) -> Any:
+        """One call's result, retried and failed over until it succeeds or `attempts` are spent."""
+        return self._with_retries(method, lambda ep: self._single(ep, method, params), attempts)
+
+    def batch(self, calls: Sequence[tuple[str, list]], *, attempts: int | None = None) -> list[Any]:
+        """Results of several calls sent as one JSON-RPC batch to one endpoint (all or nothing)."""
+        if not calls:
+            return []
+        label = calls[0][0] if len({m for m, _ in calls}) == 1 else "batch"
+        return self._with_retries(label, lambda ep: self._batch(ep, calls), attempts)
+
+    def chain_id(self) -> int:
+        return int(self.call("eth_chainId", []), 16)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _single(self, endpoint: Endpoint, method: str, params: list) -> Any:
+        response = self._post(endpoint, method, lambda: endpoint.provider.make_request(method, params))
+        if not isinstance(response, dict):
+            raise RpcError(f"malformed response to {method}", endpoint=endpoint.label)
+        if response.get("error"):
+            raise classify_error(response["error"], endpoint.label)
+        if "result" not in response:
+            raise RpcError(f"response to {method} has neither result nor error", endpoint=endpoint.label)
+        return response["result"]
+
+    def _batch(self, endpoint: Endpoint, calls: Sequence[tuple[str, list]]) -> list[Any]:
+        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(list(calls)))
+        if isinstance(responses, dict) and responses.get("error"):
+            raise classify_error(responses["error"], endpoint.label)
+        if not isinstance(responses, list) or len(responses) != len(calls):
+            raise RpcError("batch response does not match the request", endpoint=endpoint.label)
+        results = []
+        for response in responses:
+            if response.get("error"):
+                raise classify_error(response["error"], endpoint.label)
+            if "result" not in response:
+                raise RpcError("batch item has neither result nor error", endpoint=endpoint.label)
+            results.append(response["result"])
+        return results
+
+    def _post(self, endpoint: Endpoint, method: str, send: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        try:
+            result = send()
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            self._observe(method, endpoint, started, f"http_{status}")
+            if status == 429:
+                raise RateLimited(
+                    "HTTP 429", endpoint=endpoint.label, retry_after=_retry_after(exc.response)
+                ) from None
+            retryable = status >= 500 or status in (408, 425)
+            raise RpcError(f"HTTP {status}", endpoint=endpoint.label, retryable=retryable) from None
+        except (requests.Timeout, TimeoutError):
+            self._observe(method, endpoint, started, "timeout")
+            raise RpcError("timed out", endpoint=endpoint.label) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ConnectionError):
+            self._observe(method, endpoint, started, "connection")
+            raise RpcError("connection failed", endpoint=endpoint.label) from None
+        except orjson.JSONDecodeError:
+            self._observe(method, endpoint, started, "bad_json")
+            raise RpcError("response is not valid JSON (truncated?)", endpoint=endpoint.label) from None
+        self._observe(method, endpoint, started, None)
+        return result
+
+    def _observe(self, method: str, endpoint: Endpoint, started: float, error: str | None) -> None:
+        if self.observer:
+            self.observer(method, endpoint.label, time.monotonic() - started, error)
+
+    def _pick(self) -> Endpoint:
+        now = time.monotonic()
+        healthy = [e for e in self.endpoints if e.down_until <= now]
+        if healthy:
+            return healthy[0]
+        return min(self.endpoints, key=lambda e: e.down_until)
+
+    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any], attempts: int | None) -> Any:
+        tries = 0
+        while True:
+            endpoint = self._pick()
+            wait = endpoint.down_until - time.monotonic()
+            if wait > 0 and self.stop.wait(min(wait, self.max_backoff)):
+                raise RpcUnavailable(f"{method}: shutting down", retryable=False)
+            tries += 1
+            try:
+                result = attempt(endpoint)
+            except RpcError as exc:
+                if not exc.retryable:
+                    if not isinstance(exc, RangeTooLarge):
+                        self.last_error = f"{method} on {endpoint.label}: {exc}"
+                    raise
+                self._mark_down(endpoint, exc)
+                self.last_error = f"{method} on {endpoint.label}: {exc}"
+                log.warning("rpc call failed, will retry", method=method, endpoint=endpoint.label,
+                            error=str(exc), attempt=tries, code=exc.code)
+                if attempts is not None and tries >= attempts:
+                    raise RpcUnavailable(f"{method}: {exc} (after {tries} attempts)", endpoint=endpoint.label) from exc
+                continue
+            if endpoint.failures:
+                log.info("rpc endpoint recovered", endpoint=endpoint.label, after_failures=endpoint.failures)
+            endpoint.failures = 0
+            endpoint.down_until = 0.0
+            return result
+
+    def _mark_down(self, endpoint: Endpoint, exc: RpcError) -> None:
+        endpoint.failures += 1
+        backoff = min(self.max_backoff, 0.05 * 2 ** min(endpoint.failures, 12))
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            backoff = min(self.max_backoff, max(backoff, exc.retry_after))
+        endpoint.down_until = time.monotonic() + backoff
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,188 @@
+"""The append-only event store: eventsourcing's PostgreSQL application recorder, plus the follower's cursor
+and unfinalized-block window, written in the same transaction as the events they describe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Notification, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
+
+from indexer import events as ev
+
+EVENTS_TABLE = "stored_events"
+
+
+class ConcurrentAppend(Exception):
+    """Another writer advanced the stream first; nothing was appended."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the follower stands: the stream version and the last block whose logs are all stored."""
+
+    chain_id: int
+    stream_version: int
+    indexed_block: int
+    indexed_hash: str | None
+    finalized_block: int
+
+
+@dataclass
+class CursorAdvance:
+    """The cursor change that goes with one append, plus the block window rows to add or drop."""
+
+    expected_version: int
+    new_version: int
+    indexed_block: int
+    indexed_hash: str | None
+    finalized_block: int
+    add_blocks: list[tuple[int, str, str]] = field(default_factory=list)  # (number, hash, parent_hash)
+    drop_blocks_from: int | None = None
+    head: int | None = None
+    logs: int = 0
+    undecodable: int = 0
+
+
+class ChainRecorder(PostgresApplicationRecorder):
+    """Application recorder that also moves the follower's cursor inside the append transaction."""
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        advance: CursorAdvance | None = kwargs.get("advance")
+        schema = self.datastore.schema
+        chain_id: int | None = kwargs.get("chain_id")
+        if advance is None or chain_id is None:
+            return
+        if advance.drop_blocks_from is not None:
+            curs.execute(
+                f"DELETE FROM {schema}.follower_blocks WHERE chain_id = %s AND number >= %s",
+                (chain_id, advance.drop_blocks_from),
+            )
+        if advance.add_blocks:
+            curs.executemany(
+                f"INSERT INTO {schema}.follower_blocks (chain_id, number, hash, parent_hash) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (chain_id, number) DO UPDATE SET hash = excluded.hash, parent_hash = excluded.parent_hash",
+                [(chain_id, n, h, p) for n, h, p in advance.add_blocks],
+            )
+        curs.execute(
+            f"DELETE FROM {schema}.follower_blocks WHERE chain_id = %s AND number < %s",
+            (chain_id, advance.finalized_block - 1),
+        )
+        # The follower's status row moves with the data it describes, so its counters survive any crash.
+        curs.execute(
+            f"INSERT INTO {schema}.sync_status AS s (component, chain_id, head_block, finalized_block, indexed_block,"
+            " indexed_hash, lag_blocks, events_processed, undecodable_logs, last_error, updated_at)"
+            " VALUES ('follower', %(chain)s, %(head)s, %(fin)s, %(block)s, %(hash)s, greatest(0, %(head)s - %(block)s),"
+            " %(logs)s, %(bad)s, NULL, now())"
+            " ON CONFLICT (component) DO UPDATE SET chain_id = excluded.chain_id,"
+            " head_block = coalesce(excluded.head_block, s.head_block), finalized_block = excluded.finalized_block,"
+            " indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash,"
+            " lag_blocks = greatest(0, coalesce(excluded.head_block, s.head_block) - excluded.indexed_block),"
+            " events_processed = s.events_processed + excluded.events_processed,"
+            " undecodable_logs = s.undecodable_logs + excluded.undecodable_logs, last_error = NULL, updated_at = now()",
+            {"chain": chain_id, "head": advance.head, "fin": advance.finalized_block, "block": advance.indexed_block,
+             "hash": advance.indexed_hash, "logs": advance.logs, "bad": advance.undecodable},
+        )
+        # Fails the whole transaction unless the cursor is still where this writer last saw it.
+        curs.execute(
+            f"SELECT {schema}.rbtc_advance_cursor(%s, %s, %s, %s, %s, %s)",
+            (
+                chain_id,
+                advance.expected_version,
+                advance.new_version,
+                advance.indexed_block,
+                advance.indexed_hash,
+                advance.finalized_block,
+            ),
+        )
+
+
+def datastore_for(dsn: str, schema: str, pool_size: int = 4) -> PostgresDatastore:
+    """An eventsourcing datastore on the indexer's schema (pool of at least 2, see design §6)."""
+    parts = conninfo_to_dict(dsn)
+    return PostgresDatastore(
+        dbname=str(parts.get("dbname", "postgres")),
+        host=str(parts.get("host", "127.0.0.1")),
+        port=str(parts.get("port", 5432)),
+        user=str(parts.get("user", "postgres")),
+        password=str(parts.get("password", "")),
+        schema=schema,
+        pool_size=max(2, pool_size),
+        max_overflow=4,
+        pre_ping=True,
+        connect_timeout=5,
+    )
+
+
+class EventStore:
+    """Appends chain events with the follower's cursor, and reads them back in notification order."""
+
+    def __init__(self, datastore: PostgresDatastore):
+        self.datastore = datastore
+        self.schema = datastore.schema
+        self.recorder = ChainRecorder(datastore, events_table_name=EVENTS_TABLE)
+
+    def create_tables(self) -> None:
+        """Create the stored-events table (idempotent)."""
+        self.recorder.create_table()
+
+    def cursor(self, chain_id: int, start_block: int) -> Cursor:
+        """The follower's cursor, created just before the start block if the chain is new."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO {self.schema}.follower_cursor (chain_id, stream_version, indexed_block) VALUES (%s, 0, %s) "
+                "ON CONFLICT (chain_id) DO NOTHING",
+                (chain_id, start_block - 1),
+            )
+            curs.execute(f"SELECT * FROM {self.schema}.follower_cursor WHERE chain_id = %s", (chain_id,))
+            row = curs.fetchone()
+        assert row is not None
+        return Cursor(
+            chain_id, row["stream_version"], row["indexed_block"], row["indexed_hash"], row["finalized_block"]
+        )
+
+    def window(self, chain_id: int) -> dict[int, tuple[str, str]]:
+        """The unfinalized blocks the store knows: number -> (hash, parent_hash)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT number, hash, parent_hash FROM {self.schema}.follower_blocks WHERE chain_id = %s", (chain_id,))
+            return {r["number"]: (r["hash"], r["parent_hash"]) for r in curs.fetchall()}
+
+    def append(self, cursor: Cursor, events: Sequence[ev.ChainEvent], advance: CursorAdvance) -> Cursor:
+        """Append events and move the cursor in one transaction; raise ConcurrentAppend if it moved meanwhile."""
+        stored = [ev.encode(e, cursor.stream_version + i + 1) for i, e in enumerate(events)]
+        advance.expected_version = cursor.stream_version
+        advance.new_version = cursor.stream_version + len(stored)
+        try:
+            self.recorder.insert_events(stored, advance=advance, chain_id=cursor.chain_id)
+        except IntegrityError as exc:
+            raise ConcurrentAppend(str(exc).splitlines()[0]) from None
+        except Exception as exc:
+            if "cursor moved" in str(exc):
+                raise ConcurrentAppend(str(exc).splitlines()[0]) from None
+            raise
+        return Cursor(
+            cursor.chain_id, advance.new_version, advance.indexed_block, advance.indexed_hash, advance.finalized_block
+        )
+
+    def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
+        """Stored events with notification id greater than `after`, in order (ids may have gaps)."""
+        return self.recorder.select_notifications(after, limit, stop=stop, inclusive_of_start=False)
+
+    def reverted_notifications_after(self, after: int, stop: int) -> list[Notification]:
+        """Every BlocksReverted event with after < notification id <= stop."""
+        found: list[Notification] = []
+        while True:
+            page = self.recorder.select_notifications(
+                after, 1000, stop=stop, topics=[ev.BLOCKS_REVERTED], inclusive_of_start=False
+            )
+            found.extend(page)
+            if len(page) < 1000:
+                return found
+            after = page[-1].id
+
+    def max_notification_id(self) -> int:
+        """The highest notification id stored, 0 if none."""
+        return self.recorder.max_notification_id() or 0

@@ -1,0 +1,1 @@
+"""Test helpers: simulated chain and fault-injecting JSON-RPC proxy."""

@@ -1,0 +1,38 @@
+"""Raw logs of the protocol's events, encoded from the ABIs in abi/, for the simulated chain."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from eth_abi import encode
+
+from indexer.config import ABI_DIR, DEFAULT_ABI_FILES
+from indexer.decoding import topic0_of
+from tests.support.simchain import RawLog
+
+
+@cache
+def _events(role: str) -> dict[str, dict]:
+    abi = json.loads((Path(ABI_DIR) / DEFAULT_ABI_FILES[role]).read_text())
+    return {e["name"]: e for e in abi if e["type"] == "event"}
+
+
+def _topic(kind: str, value: object) -> str:
+    return "0x" + encode([kind], [value]).hex()
+
+
+def event_log(role: str, address: str, name: str, tx_hash: str | None = None, **args: object) -> RawLog:
+    """A RawLog of the named event of a contract role, with arguments by name."""
+    event = _events(role)[name]
+    topics = [topic0_of(event)]
+    body_types, body_values = [], []
+    for param in event["inputs"]:
+        value = args[param["name"]]
+        if param.get("indexed"):
+            topics.append(_topic(param["type"], value))
+        else:
+            body_types.append(param["type"])
+            body_values.append(value)
+    return RawLog(address=address, topics=topics, data="0x" + encode(body_types, body_values).hex(), tx_hash=tx_hash)

@@ -1,0 +1,73 @@
+"""The whole pipeline against a simulated chain: follower, store, projections, status."""
+
+from __future__ import annotations
+
+from indexer.app import EXIT_OK, Indexer
+from indexer.status import read_status
+from tests.support.tables import make_config, read_tables
+from tests.support.protocol_logs import event_log
+from tests.support.simchain import RawLog, SimChain
+
+AGG = "0x" + "a1" * 20
+SYNTH = "0x" + "b2" * 20
+VAULT = "0x" + "c3" * 20
+WRBTC = "0x" + "d4" * 20
+POOL = "0x" + "e5" * 20
+ADDRESSES = {"oracle_aggregator": AGG, "rbtc_synth": SYNTH, "fee_vault": VAULT, "vault_wrbtc": WRBTC,
+             "yield_scales_pool": POOL}
+ALICE = "0x" + "11" * 20
+BOB = "0x" + "22" * 20
+ZERO = "0x" + "00" * 20
+
+
+def mint_logs(user: str, new: int, delta: int, fee: int, tx: str) -> list[RawLog]:
+    return [
+        event_log("rbtc_synth", SYNTH, "Transfer", tx, **{"from": ZERO, "to": user, "amount": delta}),
+        event_log("fee_vault", VAULT, "Spent", tx, user=user, amount=fee, by=AGG),
+        event_log("oracle_aggregator", AGG, "Synced", tx, user=user, newBalanceSats=new, deltaSats=delta,
+                  feeWei=fee, height=0, timestamp=0),
+    ]
+
+
+def test_backfill_builds_every_table_and_counts_undecodable_logs(database_url, schema):
+    with SimChain(finalized_depth=3) as chain:
+        chain.mine([event_log("fee_vault", VAULT, "Deposited", "0x" + "01" * 32, user=ALICE, amount=10**16)])
+        chain.mine(mint_logs(ALICE, 5000, 5000, 10**15 + 5 * 10**13, "0x" + "02" * 32))
+        chain.mine([
+            event_log("fee_vault", VAULT, "Deposited", "0x" + "03" * 32, user=BOB, amount=3 * 10**15),
+            RawLog(address=AGG, topics=["0x" + "ff" * 32], data="0x"),  # unknown topic0
+            RawLog(address=VAULT, topics=[event_log("fee_vault", VAULT, "Deposited", user=BOB, amount=1).topics[0],
+                                          "0x" + "00" * 12 + "22" * 20], data="0x1234"),  # bad data length
+        ])
+        chain.mine([
+            event_log("rbtc_synth", SYNTH, "Transfer", "0x" + "04" * 32, **{"from": ALICE, "to": ZERO, "amount": 5000}),
+            event_log("oracle_aggregator", AGG, "EmergencyBurn", "0x" + "04" * 32, user=ALICE, burnedAmount=5000,
+                      reason="Insufficient fees"),
+            event_log("oracle_aggregator", AGG, "Synced", "0x" + "04" * 32, user=ALICE, newBalanceSats=0,
+                      deltaSats=-5000, feeWei=0, height=0, timestamp=0),
+        ])
+        chain.mine([event_log("yield_scales_pool", POOL, "ParticipantJoined", "0x" + "05" * 32, user=BOB,
+                              participantType=1, amount=700)])
+        chain.mine([], count=5)
+        config = make_config(database_url, schema, [chain.url], ADDRESSES)
+        assert Indexer(config).run(to_block=chain.head) == EXIT_OK
+        tables = read_tables(database_url, schema)
+        status = read_status(database_url, schema)
+
+    balances = {r["user_address"]: r for r in tables["balances"]}
+    assert balances[ALICE]["fee_vault_wei"] == 10**16 - (10**15 + 5 * 10**13)
+    assert balances[ALICE]["rbtc_balance"] == 0 and balances[ALICE]["last_sats"] == 0
+    assert balances[ALICE]["last_sync_delta"] == -5000 and balances[ALICE]["updated_block"] == 4
+    assert balances[BOB]["fee_vault_wei"] == 3 * 10**15
+    kinds = [(r["tx_type"], r["is_emergency_burn"]) for r in tables["transactions"]]
+    assert sorted(kinds) == sorted([("DEPOSIT", False), ("MINT", False), ("DEPOSIT", False), ("BURN", True)])
+    assert [(r["user_address"], r["burned_amount"], r["reason"]) for r in tables["emergency_burns"]] == [
+        (ALICE, 5000, "Insufficient fees")
+    ]
+    assert [(r["operation_type"], r["amount_sats"]) for r in tables["oracle_operations_log"]] == [
+        ("MINT", 5000), ("EMERGENCY_BURN", 5000)
+    ] or sorted(r["operation_type"] for r in tables["oracle_operations_log"]) == ["EMERGENCY_BURN", "MINT"]
+    assert [(r["user_address"], r["participant_type"], r["virtual_usdt"]) for r in
+            tables["yield_scales_participants"]] == [(BOB, 1, 700)]
+    assert status["undecodable_logs"] == 2
+    assert status["follower"]["indexed_block"] == 10
