@@ -71,8 +71,9 @@ class Indexer:
     @cached_property
     def rpc(self) -> RpcClient:
         chain = self.config.chain
-        return RpcClient(chain.rpc_urls, timeout=chain.request_timeout, observer=self.hooks.rpc_observer,
-                         stop=self.stop)
+        return RpcClient(
+            chain.rpc_urls, timeout=chain.request_timeout, observer=self.hooks.rpc_observer, stop=self.stop
+        )
 
     @cached_property
     def decoder(self) -> LogDecoder:
@@ -86,20 +87,34 @@ class Indexer:
 
     def follower(self) -> Follower:
         chain = self.config.chain
-        span = AdaptiveSpan(self._learned_span() or chain.initial_block_range, chain.max_block_range,
-                            on_change=self._remember_span)
+        span = AdaptiveSpan(
+            self._learned_span() or chain.initial_block_range, chain.max_block_range, on_change=self._remember_span
+        )
         return Follower(
-            chain_id=chain.chain_id, rpc=self.rpc, store=self.store,
-            fetcher=LogFetcher(self.rpc, self.decoder.addresses, span), decoder=self.decoder,
-            start_block=self.config.start_block(), confirmations=chain.confirmations,
-            use_finalized_tag=chain.use_finalized_tag, poll_interval=chain.poll_interval, stop=self.stop,
-            on_append=self.hooks.on_append, take_rewind_request=self._take_rewind_request,
+            chain_id=chain.chain_id,
+            rpc=self.rpc,
+            store=self.store,
+            fetcher=LogFetcher(self.rpc, self.decoder.addresses, span),
+            decoder=self.decoder,
+            start_block=self.config.start_block(),
+            confirmations=chain.confirmations,
+            use_finalized_tag=chain.use_finalized_tag,
+            poll_interval=chain.poll_interval,
+            stop=self.stop,
+            on_append=self.hooks.on_append,
+            take_rewind_request=self._take_rewind_request,
         )
 
     def runner(self, conn: psycopg.Connection, projections: list[Projection]) -> ProjectionRunner:
         return ProjectionRunner(
-            self.store, conn, projections, journal_schema=self.schema, table_schema=self.schema,
-            page_size=max(1, self.config.indexer.batch_size // 100), stop=self.stop, on_batch=self.hooks.on_batch,
+            self.store,
+            conn,
+            projections,
+            journal_schema=self.schema,
+            table_schema=self.schema,
+            page_size=max(1, self.config.indexer.batch_size // 100),
+            stop=self.stop,
+            on_batch=self.hooks.on_batch,
         )
 
     # -- run ----------------------------------------------------------------------------------------
@@ -136,10 +151,17 @@ class Indexer:
         else:
             follower_done.set()
         if projections:
-            threads.append(self._thread("projections", lambda: self._project(projections, to_block, follower_done),
-                                        None))
-        log.info("indexer running", schema=self.schema, chain=self.config.chain.chain_id,
-                 follower=want_follower, projections=[p.name for p in projections], to_block=to_block)
+            threads.append(
+                self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
+            )
+        log.info(
+            "indexer running",
+            schema=self.schema,
+            chain=self.config.chain.chain_id,
+            follower=want_follower,
+            projections=[p.name for p in projections],
+            to_block=to_block,
+        )
         while any(t.is_alive() for t in threads):
             if self.state.failure is not None:
                 self.stop.set()
@@ -172,8 +194,10 @@ class Indexer:
         return thread
 
     def _project(self, projections: list[Projection], to_block: int | None, follower_done: threading.Event) -> None:
-        with db.connection(self.dsn, self.schema, autocommit=True) as conn, \
-                db.connection(self.dsn, self.schema, autocommit=True) as listener:
+        with (
+            db.connection(self.dsn, self.schema, autocommit=True) as conn,
+            db.connection(self.dsn, self.schema, autocommit=True) as listener,
+        ):
             listener.execute(f'LISTEN "{EVENTS_TABLE}"')
             runner = self.runner(conn, projections)
             while not self.stop.is_set():
@@ -186,12 +210,12 @@ class Indexer:
                     rebuild(self.dsn, self.schema, self.store, target, stop=self.stop)
                     continue
                 self.state.projections_caught_up = read == 0 or self.state.projections_caught_up
-                if to_block is not None and finished_follower and read == 0:
-                    return
                 if self._follower_caught_up():
                     self.state.ready.set()
                     if self.hooks.on_ready:
                         self.hooks.on_ready()
+                if to_block is not None and finished_follower and read == 0:
+                    return
                 wait_for_events(listener, EVENTS_TABLE, 0.5)
 
     def _follower_caught_up(self) -> bool:
@@ -217,8 +241,9 @@ class Indexer:
 
     def _learned_span(self) -> int | None:
         with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-            row = conn.execute("SELECT block_range FROM rpc_range_hints WHERE endpoint = %s",
-                               (self._span_key(),)).fetchone()
+            row = conn.execute(
+                "SELECT block_range FROM rpc_range_hints WHERE endpoint = %s", (self._span_key(),)
+            ).fetchone()
         return int(row[0]) if row else None
 
     def _remember_span(self, span: int) -> None:

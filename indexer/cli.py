@@ -63,10 +63,19 @@ def _guard(action):  # type: ignore[no-untyped-def]
 
 
 @click.group()
-@click.option("--config", "config_path", envvar=CONFIG_ENV, type=click.Path(dir_okay=False),
-              help=f"TOML configuration file (or ${CONFIG_ENV}).")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None,
-              help="Override log.format from the configuration.")
+@click.option(
+    "--config",
+    "config_path",
+    envvar=CONFIG_ENV,
+    type=click.Path(dir_okay=False),
+    help=f"TOML configuration file (or ${CONFIG_ENV}).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="Override log.format from the configuration.",
+)
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_format: str | None) -> None:
     """Event-sourced indexer for the ReserveBTC protocol."""
@@ -102,8 +111,13 @@ def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None) -> None
 
 @main.command()
 @click.option("--from-block", type=int, required=True, help="First block to re-ingest.")
-@click.option("--timeout", type=float, default=600.0, show_default=True,
-              help="How long to wait for a running daemon to perform the replay.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="How long to wait for a running daemon to perform the replay.",
+)
 @click.pass_context
 def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
     """Re-ingest from a block: revert blocks >= N in the store and fetch them again."""

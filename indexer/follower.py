@@ -102,11 +102,10 @@ class Follower:
         while not self.stop.is_set():
             try:
                 cursor = self._maybe_rewind(cursor)
-                if to_block is not None and cursor.indexed_block >= to_block:
-                    self.progress.caught_up = True
-                    return
                 cursor, moved = self.step(cursor, to_block)
                 self.progress.last_error = None
+                if to_block is not None and not moved and cursor.indexed_block >= to_block:
+                    return
             except (InconsistentResponse, RpcError) as exc:
                 if isinstance(exc, RpcUnavailable) and self.stop.is_set():
                     return
@@ -197,18 +196,31 @@ class Follower:
         for entry in logs:
             decoded = self.decoder.decode(entry["address"], entry["topics"], entry["data"])
             entry["role"], entry["event"], entry["args"], entry["error"] = (
-                decoded.role, decoded.event, decoded.args, decoded.error,
+                decoded.role,
+                decoded.event,
+                decoded.args,
+                decoded.error,
             )
             if decoded.error:
                 undecodable += 1
-                log.warning("undecodable log kept", block=entry["block_number"], block_hash=entry["block_hash"],
-                            tx=entry["tx_hash"], log_index=entry["log_index"], error=decoded.error)
+                log.warning(
+                    "undecodable log kept",
+                    block=entry["block_number"],
+                    block_hash=entry["block_hash"],
+                    tx=entry["tx_hash"],
+                    log_index=entry["log_index"],
+                    error=decoded.error,
+                )
         last = fetched.last
         events = [
             LogsIngested(
-                chain_id=self.chain_id, from_block=first, to_block=last_block,
+                chain_id=self.chain_id,
+                from_block=first,
+                to_block=last_block,
                 to_hash=last.hash if last_block == fetched.to_block else None,
-                finalized=tip.finalized, head=tip.head, logs=chunk,
+                finalized=tip.finalized,
+                head=tip.head,
+                logs=chunk,
             )
             for first, last_block, chunk in split_by_block(logs, fetched.from_block, fetched.to_block)
         ]
@@ -216,8 +228,17 @@ class Follower:
         # right above the finalized block still finds its common ancestor.
         headers = fetched.headers.values() if window else [last]
         add = [(h.number, h.hash, h.parent_hash) for h in headers]
-        advance = CursorAdvance(0, 0, fetched.to_block, last.hash, tip.finalized, add_blocks=add, head=tip.head,
-                                logs=len(logs), undecodable=undecodable)
+        advance = CursorAdvance(
+            0,
+            0,
+            fetched.to_block,
+            last.hash,
+            tip.finalized,
+            add_blocks=add,
+            head=tip.head,
+            logs=len(logs),
+            undecodable=undecodable,
+        )
         cursor = self.store.append(cursor, events, advance)
         self.progress.logs_appended += len(logs)
         self.progress.undecodable_logs += undecodable
@@ -274,15 +295,25 @@ class Follower:
             self.progress.last_error = message
             raise ReorgBelowFinality(message)
         event = BlocksReverted(
-            chain_id=self.chain_id, from_block=ancestor.number + 1, to_block=cursor.indexed_block,
-            reason=reason, orphaned=sorted(orphaned),
+            chain_id=self.chain_id,
+            from_block=ancestor.number + 1,
+            to_block=cursor.indexed_block,
+            reason=reason,
+            orphaned=sorted(orphaned),
         )
-        advance = CursorAdvance(0, 0, ancestor.number, ancestor.hash, cursor.finalized_block,
-                                drop_blocks_from=ancestor.number + 1)
+        advance = CursorAdvance(
+            0, 0, ancestor.number, ancestor.hash, cursor.finalized_block, drop_blocks_from=ancestor.number + 1
+        )
         cursor = self.store.append(cursor, [event], advance)
         self.progress.reorgs += 1
-        log.warning("reorg: blocks reverted", chain=self.chain_id, block=ancestor.number, block_hash=ancestor.hash,
-                    depth=event.to_block - ancestor.number, head=tip.head)
+        log.warning(
+            "reorg: blocks reverted",
+            chain=self.chain_id,
+            block=ancestor.number,
+            block_hash=ancestor.hash,
+            depth=event.to_block - ancestor.number,
+            head=tip.head,
+        )
         self._announce(cursor, event)
         return cursor
 
@@ -294,7 +325,6 @@ class Follower:
         self._publish_cursor(cursor)
         if self.on_append:
             self.on_append(self.progress, event)
-
 
 
 MAX_LOGS_PER_EVENT = 4000

@@ -184,9 +184,7 @@ class RpcClient:
             status = exc.response.status_code if exc.response is not None else 0
             self._observe(method, endpoint, started, f"http_{status}")
             if status == 429:
-                raise RateLimited(
-                    "HTTP 429", endpoint=endpoint.label, retry_after=_retry_after(exc.response)
-                ) from None
+                raise RateLimited("HTTP 429", endpoint=endpoint.label, retry_after=_retry_after(exc.response)) from None
             retryable = status >= 500 or status in (408, 425)
             raise RpcError(f"HTTP {status}", endpoint=endpoint.label, retryable=retryable) from None
         except (requests.Timeout, TimeoutError):
@@ -229,8 +227,14 @@ class RpcClient:
                     raise
                 self._mark_down(endpoint, exc)
                 self.last_error = f"{method} on {endpoint.label}: {exc}"
-                log.warning("rpc call failed, will retry", method=method, endpoint=endpoint.label,
-                            error=str(exc), attempt=tries, code=exc.code)
+                log.warning(
+                    "rpc call failed, will retry",
+                    method=method,
+                    endpoint=endpoint.label,
+                    error=str(exc),
+                    attempt=tries,
+                    code=exc.code,
+                )
                 if attempts is not None and tries >= attempts:
                     raise RpcUnavailable(f"{method}: {exc} (after {tries} attempts)", endpoint=endpoint.label) from exc
                 continue

@@ -19,13 +19,17 @@ def read_status(dsn: str, schema: str) -> dict[str, Any]:
     with db.connection(dsn, schema, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT * FROM sync_status ORDER BY component")
         components = {r.pop("component"): {k: _plain(v) for k, v in r.items()} for r in cur.fetchall()}
-        cur.execute("SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, updated_at "
-                    "FROM projection_tracking ORDER BY projection")
+        cur.execute(
+            "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, updated_at "
+            "FROM projection_tracking ORDER BY projection"
+        )
         tracking = {r.pop("projection"): {k: _plain(v) for k, v in r.items()} for r in cur.fetchall()}
         cur.execute("SELECT coalesce(max(notification_id), 0) AS n FROM stored_events")
         stored = cur.fetchone()["n"]  # type: ignore[index]
-        cur.execute("SELECT chain_id, stream_version, indexed_block, indexed_hash, finalized_block "
-                    "FROM follower_cursor ORDER BY chain_id")
+        cur.execute(
+            "SELECT chain_id, stream_version, indexed_block, indexed_hash, finalized_block "
+            "FROM follower_cursor ORDER BY chain_id"
+        )
         cursors = [dict(r) for r in cur.fetchall()]
     for name, track in tracking.items():
         entry = components.setdefault(f"projection:{name}", {})

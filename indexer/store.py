@@ -75,16 +75,23 @@ class ChainRecorder(PostgresApplicationRecorder):
         curs.execute(
             f"INSERT INTO {schema}.sync_status AS s (component, chain_id, head_block, finalized_block, indexed_block,"
             " indexed_hash, lag_blocks, events_processed, undecodable_logs, last_error, updated_at)"
-            " VALUES ('follower', %(chain)s, %(head)s, %(fin)s, %(block)s, %(hash)s, greatest(0, %(head)s - %(block)s),"
-            " %(logs)s, %(bad)s, NULL, now())"
+            " VALUES ('follower', %(chain)s::bigint, %(head)s::bigint, %(fin)s::bigint, %(block)s::bigint, %(hash)s,"
+            " greatest(0, %(head)s::bigint - %(block)s::bigint), %(logs)s::bigint, %(bad)s::bigint, NULL, now())"
             " ON CONFLICT (component) DO UPDATE SET chain_id = excluded.chain_id,"
             " head_block = coalesce(excluded.head_block, s.head_block), finalized_block = excluded.finalized_block,"
             " indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash,"
             " lag_blocks = greatest(0, coalesce(excluded.head_block, s.head_block) - excluded.indexed_block),"
             " events_processed = s.events_processed + excluded.events_processed,"
             " undecodable_logs = s.undecodable_logs + excluded.undecodable_logs, last_error = NULL, updated_at = now()",
-            {"chain": chain_id, "head": advance.head, "fin": advance.finalized_block, "block": advance.indexed_block,
-             "hash": advance.indexed_hash, "logs": advance.logs, "bad": advance.undecodable},
+            {
+                "chain": chain_id,
+                "head": advance.head,
+                "fin": advance.finalized_block,
+                "block": advance.indexed_block,
+                "hash": advance.indexed_hash,
+                "logs": advance.logs,
+                "bad": advance.undecodable,
+            },
         )
         # Fails the whole transaction unless the cursor is still where this writer last saw it.
         curs.execute(
@@ -147,7 +154,9 @@ class EventStore:
     def window(self, chain_id: int) -> dict[int, tuple[str, str]]:
         """The unfinalized blocks the store knows: number -> (hash, parent_hash)."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT number, hash, parent_hash FROM {self.schema}.follower_blocks WHERE chain_id = %s", (chain_id,))
+            curs.execute(
+                f"SELECT number, hash, parent_hash FROM {self.schema}.follower_blocks WHERE chain_id = %s", (chain_id,)
+            )
             return {r["number"]: (r["hash"], r["parent_hash"]) for r in curs.fetchall()}
 
     def append(self, cursor: Cursor, events: Sequence[ev.ChainEvent], advance: CursorAdvance) -> Cursor:

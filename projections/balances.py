@@ -85,9 +85,16 @@ class BalancesProjection(Projection):
 
         rows = [
             (
-                user, c.last_sats, c.rbtc, c.wrbtc, c.fee_wei, c.sync_block,
+                user,
+                c.last_sats,
+                c.rbtc,
+                c.wrbtc,
+                c.fee_wei,
+                c.sync_block,
                 chain_time(c.sync_time) if c.sync_time is not None else None,
-                c.sync_delta, c.sync_fee, c.updated_block,
+                c.sync_delta,
+                c.sync_fee,
+                c.updated_block,
             )
             for user, c in changes.items()
         ]

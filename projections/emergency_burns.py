@@ -19,8 +19,13 @@ class EmergencyBurnsProjection(Projection):
     def apply(self, conn: psycopg.Connection, logs: Sequence[Log]) -> None:
         rows = [
             (
-                lg["tx_hash"], lg["log_index"], lg["block_number"], chain_time(lg["block_timestamp"]),
-                lg["args"]["user"], int(lg["args"]["burnedAmount"]), lg["args"]["reason"],
+                lg["tx_hash"],
+                lg["log_index"],
+                lg["block_number"],
+                chain_time(lg["block_timestamp"]),
+                lg["args"]["user"],
+                int(lg["args"]["burnedAmount"]),
+                lg["args"]["reason"],
             )
             for lg in logs
         ]

@@ -13,7 +13,13 @@ import psycopg
 from projections.base import Log, Projection, chain_time, copy_rows, emergency_txs
 
 COLUMNS = (
-    "tx_hash", "log_index", "block_number", "block_timestamp", "operation_type", "user_address", "amount_sats",
+    "tx_hash",
+    "log_index",
+    "block_number",
+    "block_timestamp",
+    "operation_type",
+    "user_address",
+    "amount_sats",
     "fee_wei",
 )
 
@@ -35,9 +41,17 @@ class OracleOperationsProjection(Projection):
             else:
                 delta = int(args["deltaSats"])
                 operation, amount, fee = ("MINT" if delta > 0 else "BURN"), abs(delta), int(args["feeWei"])
-            rows.append((
-                lg["tx_hash"], lg["log_index"], lg["block_number"], chain_time(lg["block_timestamp"]),
-                operation, args["user"], amount, fee,
-            ))
+            rows.append(
+                (
+                    lg["tx_hash"],
+                    lg["log_index"],
+                    lg["block_number"],
+                    chain_time(lg["block_timestamp"]),
+                    operation,
+                    args["user"],
+                    amount,
+                    fee,
+                )
+            )
         if rows:
             copy_rows(conn, "oracle_operations_log", COLUMNS, rows)

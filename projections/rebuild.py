@@ -63,19 +63,30 @@ def rebuild(
         try:
             _create_shadow(dsn, schema, shadow, projection)
             with db.connection(dsn, shadow, autocommit=True) as conn:
-                conn.execute(sql.SQL("SET search_path TO {}, {}, public").format(
-                    sql.Identifier(shadow), sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
+                )
                 runner = ProjectionRunner(
-                    store, conn, [projection], journal_schema=schema, table_schema=shadow,
-                    page_size=page_size, write_status=False, stop=stop,
+                    store,
+                    conn,
+                    [projection],
+                    journal_schema=schema,
+                    table_schema=shadow,
+                    page_size=page_size,
+                    write_status=False,
+                    stop=stop,
                 )
                 events_read = runner.run_until_caught_up()
                 events_read += _catch_up_and_swap(conn, runner, schema, shadow, projection)
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, projection.name),))
     result = RebuildResult(projection.name, events_read, time.monotonic() - started)
-    log.info("projection rebuilt and swapped in", projection=projection.name, events=events_read,
-             seconds=round(result.seconds, 3))
+    log.info(
+        "projection rebuilt and swapped in",
+        projection=projection.name,
+        events=events_read,
+        seconds=round(result.seconds, 3),
+    )
     return result
 
 
@@ -85,8 +96,11 @@ def _create_shadow(dsn: str, schema: str, shadow: str, projection: Projection) -
         conn.execute("DELETE FROM undo_journal WHERE table_schema = %s", (shadow,))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(shadow)))
         for table in (*projection.tables, "projection_tracking"):
-            conn.execute(sql.SQL("CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)").format(
-                sql.Identifier(shadow), sql.Identifier(table), sql.Identifier(schema), sql.Identifier(table)))
+            conn.execute(
+                sql.SQL("CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)").format(
+                    sql.Identifier(shadow), sql.Identifier(table), sql.Identifier(schema), sql.Identifier(table)
+                )
+            )
         for table in projection.tables:
             conn.execute("SELECT rbtc_attach_undo(%s::regclass)", (f'"{shadow}"."{table}"',))
         conn.commit()
@@ -100,7 +114,10 @@ def _catch_up_and_swap(
     with conn.transaction():
         conn.execute(
             sql.SQL("INSERT INTO {}.projection_tracking (projection) VALUES (%s) ON CONFLICT DO NOTHING").format(
-                ident(schema)), (projection.name,))
+                ident(schema)
+            ),
+            (projection.name,),
+        )
         conn.execute(
             sql.SQL("SELECT 1 FROM {}.projection_tracking WHERE projection = %s FOR UPDATE").format(ident(schema)),
             (projection.name,),
@@ -114,7 +131,10 @@ def _catch_up_and_swap(
             conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(shadow), ident(table), ident(schema)))
         conn.execute(
             sql.SQL("DELETE FROM {}.undo_journal WHERE table_schema = %s AND table_name = ANY(%s)").format(
-                ident(schema)), (schema, list(projection.tables)))
+                ident(schema)
+            ),
+            (schema, list(projection.tables)),
+        )
         conn.execute(
             sql.SQL("UPDATE {}.undo_journal SET table_schema = %s WHERE table_schema = %s").format(ident(schema)),
             (schema, shadow),

@@ -178,8 +178,13 @@ class ProjectionRunner:
             self.conn.execute(
                 "UPDATE projection_tracking SET notification_id = %s, finalized_seen = %s, indexed_block = %s, "
                 "events_applied = %s, updated_at = now() WHERE projection = %s",
-                (state.notification_id, state.finalized_seen, state.indexed_block, state.events_applied,
-                 projection.name),
+                (
+                    state.notification_id,
+                    state.finalized_seen,
+                    state.indexed_block,
+                    state.events_applied,
+                    projection.name,
+                ),
             )
             self.conn.execute(
                 "DELETE FROM undo_journal WHERE table_schema = %s AND table_name = ANY(%s) AND block_number <= %s",
@@ -208,7 +213,8 @@ class ProjectionRunner:
                 state.finalized_seen = max(state.finalized_seen, event.finalized)
                 orphaned_from = self.reverts.orphaned_from(nid)
                 logs = [
-                    lg for lg in event.logs
+                    lg
+                    for lg in event.logs
                     if not lg.get("error")
                     and (lg["role"], lg["event"]) in projection.handles
                     and (orphaned_from is None or lg["block_number"] < orphaned_from)

@@ -10,8 +10,18 @@ import psycopg
 from projections.base import Log, Projection, chain_time, copy_rows, emergency_txs
 
 COLUMNS = (
-    "tx_hash", "log_index", "block_number", "block_timestamp", "user_address", "tx_type",
-    "amount", "delta", "fee_wei", "is_emergency_burn", "status", "metadata",
+    "tx_hash",
+    "log_index",
+    "block_number",
+    "block_timestamp",
+    "user_address",
+    "tx_type",
+    "amount",
+    "delta",
+    "fee_wei",
+    "is_emergency_burn",
+    "status",
+    "metadata",
 )
 _VAULT_TYPES = {
     ("fee_vault", "Deposited"): ("DEPOSIT", 1),
@@ -43,9 +53,21 @@ class TransactionsProjection(Projection):
                 delta = sign * amount
             else:
                 continue
-            rows.append((
-                lg["tx_hash"], lg["log_index"], lg["block_number"], chain_time(lg["block_timestamp"]),
-                args["user"], tx_type, amount, delta, fee, emergency, "confirmed", orjson.dumps(metadata).decode(),
-            ))
+            rows.append(
+                (
+                    lg["tx_hash"],
+                    lg["log_index"],
+                    lg["block_number"],
+                    chain_time(lg["block_timestamp"]),
+                    args["user"],
+                    tx_type,
+                    amount,
+                    delta,
+                    fee,
+                    emergency,
+                    "confirmed",
+                    orjson.dumps(metadata).decode(),
+                )
+            )
         if rows:
             copy_rows(conn, "transactions", COLUMNS, rows)

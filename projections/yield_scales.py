@@ -15,13 +15,22 @@ from psycopg.rows import dict_row
 from projections.base import Log, Projection, chain_time
 
 COLUMNS = (
-    "user_address", "participant_type", "loyalty_tier", "is_active", "virtual_usdt", "rbtc_contributed",
-    "yield_claimed", "yield_earned", "joined_at", "last_activity_at", "is_disputed", "updated_block",
+    "user_address",
+    "participant_type",
+    "loyalty_tier",
+    "is_active",
+    "virtual_usdt",
+    "rbtc_contributed",
+    "yield_claimed",
+    "yield_earned",
+    "joined_at",
+    "last_activity_at",
+    "is_disputed",
+    "updated_block",
 )
 _UPSERT = (
     f"INSERT INTO yield_scales_participants ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-    "ON CONFLICT (user_address) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    "ON CONFLICT (user_address) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
 )
 GOLD_AFTER_S = 31_536_000
 SILVER_AFTER_S = 15_552_000
@@ -40,8 +49,13 @@ class YieldScalesProjection(Projection):
     handles = frozenset(
         {
             ("yield_scales_pool", event)
-            for event in ("ParticipantJoined", "ParticipantLeft", "YieldClaimed", "BalanceDisputed",
-                          "EmergencyBurnTriggered")
+            for event in (
+                "ParticipantJoined",
+                "ParticipantLeft",
+                "YieldClaimed",
+                "BalanceDisputed",
+                "EmergencyBurnTriggered",
+            )
         }
     )
 
@@ -73,11 +87,18 @@ class YieldScalesProjection(Projection):
             kind, amount = int(args["participantType"]), int(args["amount"])
             if row is None:
                 rows[args["user"]] = {
-                    "user_address": args["user"], "participant_type": kind, "loyalty_tier": 0, "is_active": True,
+                    "user_address": args["user"],
+                    "participant_type": kind,
+                    "loyalty_tier": 0,
+                    "is_active": True,
                     "virtual_usdt": amount if kind == TRADER else 0,
                     "rbtc_contributed": amount if kind == HOLDER else 0,
-                    "yield_claimed": 0, "yield_earned": 0, "joined_s": now, "active_s": now,
-                    "is_disputed": False, "updated_block": lg["block_number"],
+                    "yield_claimed": 0,
+                    "yield_earned": 0,
+                    "joined_s": now,
+                    "active_s": now,
+                    "is_disputed": False,
+                    "updated_block": lg["block_number"],
                 }
                 return True
             if kind == TRADER:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from indexer.app import EXIT_OK, Indexer
 from indexer.status import read_status
-from tests.support.tables import make_config, read_tables
 from tests.support.protocol_logs import event_log
 from tests.support.simchain import RawLog, SimChain
+from tests.support.tables import make_config, read_tables
 
 AGG = "0x" + "a1" * 20
 SYNTH = "0x" + "b2" * 20
 VAULT = "0x" + "c3" * 20
 WRBTC = "0x" + "d4" * 20
 POOL = "0x" + "e5" * 20
-ADDRESSES = {"oracle_aggregator": AGG, "rbtc_synth": SYNTH, "fee_vault": VAULT, "vault_wrbtc": WRBTC,
-             "yield_scales_pool": POOL}
+ADDRESSES = {
+    "oracle_aggregator": AGG,
+    "rbtc_synth": SYNTH,
+    "fee_vault": VAULT,
+    "vault_wrbtc": WRBTC,
+    "yield_scales_pool": POOL,
+}
 ALICE = "0x" + "11" * 20
 BOB = "0x" + "22" * 20
 ZERO = "0x" + "00" * 20
@@ -24,8 +29,18 @@ def mint_logs(user: str, new: int, delta: int, fee: int, tx: str) -> list[RawLog
     return [
         event_log("rbtc_synth", SYNTH, "Transfer", tx, **{"from": ZERO, "to": user, "amount": delta}),
         event_log("fee_vault", VAULT, "Spent", tx, user=user, amount=fee, by=AGG),
-        event_log("oracle_aggregator", AGG, "Synced", tx, user=user, newBalanceSats=new, deltaSats=delta,
-                  feeWei=fee, height=0, timestamp=0),
+        event_log(
+            "oracle_aggregator",
+            AGG,
+            "Synced",
+            tx,
+            user=user,
+            newBalanceSats=new,
+            deltaSats=delta,
+            feeWei=fee,
+            height=0,
+            timestamp=0,
+        ),
     ]
 
 
@@ -33,21 +48,61 @@ def test_backfill_builds_every_table_and_counts_undecodable_logs(database_url, s
     with SimChain(finalized_depth=3) as chain:
         chain.mine([event_log("fee_vault", VAULT, "Deposited", "0x" + "01" * 32, user=ALICE, amount=10**16)])
         chain.mine(mint_logs(ALICE, 5000, 5000, 10**15 + 5 * 10**13, "0x" + "02" * 32))
-        chain.mine([
-            event_log("fee_vault", VAULT, "Deposited", "0x" + "03" * 32, user=BOB, amount=3 * 10**15),
-            RawLog(address=AGG, topics=["0x" + "ff" * 32], data="0x"),  # unknown topic0
-            RawLog(address=VAULT, topics=[event_log("fee_vault", VAULT, "Deposited", user=BOB, amount=1).topics[0],
-                                          "0x" + "00" * 12 + "22" * 20], data="0x1234"),  # bad data length
-        ])
-        chain.mine([
-            event_log("rbtc_synth", SYNTH, "Transfer", "0x" + "04" * 32, **{"from": ALICE, "to": ZERO, "amount": 5000}),
-            event_log("oracle_aggregator", AGG, "EmergencyBurn", "0x" + "04" * 32, user=ALICE, burnedAmount=5000,
-                      reason="Insufficient fees"),
-            event_log("oracle_aggregator", AGG, "Synced", "0x" + "04" * 32, user=ALICE, newBalanceSats=0,
-                      deltaSats=-5000, feeWei=0, height=0, timestamp=0),
-        ])
-        chain.mine([event_log("yield_scales_pool", POOL, "ParticipantJoined", "0x" + "05" * 32, user=BOB,
-                              participantType=1, amount=700)])
+        chain.mine(
+            [
+                event_log("fee_vault", VAULT, "Deposited", "0x" + "03" * 32, user=BOB, amount=3 * 10**15),
+                RawLog(address=AGG, topics=["0x" + "ff" * 32], data="0x"),  # unknown topic0
+                RawLog(
+                    address=VAULT,
+                    topics=[
+                        event_log("fee_vault", VAULT, "Deposited", user=BOB, amount=1).topics[0],
+                        "0x" + "00" * 12 + "22" * 20,
+                    ],
+                    data="0x1234",
+                ),  # bad data length
+            ]
+        )
+        chain.mine(
+            [
+                event_log(
+                    "rbtc_synth", SYNTH, "Transfer", "0x" + "04" * 32, **{"from": ALICE, "to": ZERO, "amount": 5000}
+                ),
+                event_log(
+                    "oracle_aggregator",
+                    AGG,
+                    "EmergencyBurn",
+                    "0x" + "04" * 32,
+                    user=ALICE,
+                    burnedAmount=5000,
+                    reason="Insufficient fees",
+                ),
+                event_log(
+                    "oracle_aggregator",
+                    AGG,
+                    "Synced",
+                    "0x" + "04" * 32,
+                    user=ALICE,
+                    newBalanceSats=0,
+                    deltaSats=-5000,
+                    feeWei=0,
+                    height=0,
+                    timestamp=0,
+                ),
+            ]
+        )
+        chain.mine(
+            [
+                event_log(
+                    "yield_scales_pool",
+                    POOL,
+                    "ParticipantJoined",
+                    "0x" + "05" * 32,
+                    user=BOB,
+                    participantType=1,
+                    amount=700,
+                )
+            ]
+        )
         chain.mine([], count=5)
         config = make_config(database_url, schema, [chain.url], ADDRESSES)
         assert Indexer(config).run(to_block=chain.head) == EXIT_OK
@@ -65,9 +120,11 @@ def test_backfill_builds_every_table_and_counts_undecodable_logs(database_url, s
         (ALICE, 5000, "Insufficient fees")
     ]
     assert [(r["operation_type"], r["amount_sats"]) for r in tables["oracle_operations_log"]] == [
-        ("MINT", 5000), ("EMERGENCY_BURN", 5000)
+        ("MINT", 5000),
+        ("EMERGENCY_BURN", 5000),
     ] or sorted(r["operation_type"] for r in tables["oracle_operations_log"]) == ["EMERGENCY_BURN", "MINT"]
-    assert [(r["user_address"], r["participant_type"], r["virtual_usdt"]) for r in
-            tables["yield_scales_participants"]] == [(BOB, 1, 700)]
+    assert [
+        (r["user_address"], r["participant_type"], r["virtual_usdt"]) for r in tables["yield_scales_participants"]
+    ] == [(BOB, 1, 700)]
     assert status["undecodable_logs"] == 2
     assert status["follower"]["indexed_block"] == 10

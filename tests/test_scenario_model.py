@@ -45,7 +45,9 @@ def assert_views_match(deployment: Deployment, model: ScenarioModel) -> None:
         assert c["vault_wrbtc"].functions.balanceOf(user).call() == row["wrbtc_balance"]
         assert c["fee_vault"].functions.balanceOf(user).call() == row["fee_vault_wei"]
         assert row["rbtc_balance"] == row["last_sats"]
-    assert c["rbtc_synth"].functions.totalSupply().call() == sum(r["rbtc_balance"] for r in tables["balances"])
+    assert c["rbtc_synth"].functions.totalSupply().call() == sum(
+        r["rbtc_balance"] for r in tables["balances"]
+    )
     for row in tables["yield_scales_participants"]:
         user = Web3.to_checksum_address(row["user_address"])
         p = c["yield_scales_pool"].functions.participants(user).call()
@@ -105,7 +107,9 @@ def decoded_logs(w3: Web3, deployment: Deployment) -> list[tuple[str, Any]]:
 def rows_from_logs(w3: Web3, deployment: Deployment) -> dict[str, list[dict[str, Any]]]:
     """Transactions, emergency burns and balances rebuilt directly from decoded logs."""
     logs = decoded_logs(w3, deployment)
-    emergency_txs = {"0x" + bytes(e["transactionHash"]).hex() for r, e in logs if e["event"] == "EmergencyBurn"}
+    emergency_txs = {
+        "0x" + bytes(e["transactionHash"]).hex() for r, e in logs if e["event"] == "EmergencyBurn"
+    }
     times: dict[int, int] = {}
     txs, burns = [], []
     balances: dict[str, dict[str, int]] = {}
@@ -136,7 +140,9 @@ def rows_from_logs(w3: Web3, deployment: Deployment) -> dict[str, list[dict[str,
             sign = -1 if kind in ("WITHDRAW", "UNWRAP") else 1
             txs.append({**base, "user": a["user"].lower(), "type": kind, "delta": sign * a["amount"]})
         if name == "EmergencyBurn":
-            burns.append({**base, "user": a["user"].lower(), "amount": a["burnedAmount"], "reason": a["reason"]})
+            burns.append(
+                {**base, "user": a["user"].lower(), "amount": a["burnedAmount"], "reason": a["reason"]}
+            )
         if name == "Transfer":
             field = "rbtc" if role == "rbtc_synth" else "wr"
             if a["from"].lower() != ZERO:
@@ -149,7 +155,11 @@ def rows_from_logs(w3: Web3, deployment: Deployment) -> dict[str, list[dict[str,
                 assert a["by"].lower() == deployment.addresses["oracle_aggregator"]
     for row in txs:
         row["emergency"] = row["tx_hash"] in emergency_txs and row["type"] in ("MINT", "BURN")
-    return {"transactions": txs, "emergency_burns": burns, "balances": [{"user": u, **b} for u, b in balances.items()]}
+    return {
+        "transactions": txs,
+        "emergency_burns": burns,
+        "balances": [{"user": u, **b} for u, b in balances.items()],
+    }
 
 
 def assert_logs_match(w3: Web3, deployment: Deployment, model: ScenarioModel) -> None:
