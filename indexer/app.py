@@ -17,7 +17,7 @@ from indexer.decoding import LogDecoder
 from indexer.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follower import Follower, ReorgBelowFinality
 from indexer.locks import AdvisoryLock, follower_lock, projection_lock
-from indexer.rpc import RpcClient
+from indexer.rpc import RpcClient, RpcUnavailable
 from indexer.store import EVENTS_TABLE, EventStore, datastore_for
 from projections import registry
 from projections.base import Projection
@@ -59,6 +59,7 @@ class Indexer:
         self.stop = stop or threading.Event()
         self.hooks = hooks or Hooks()
         self.state = RunState()
+        self._last_rpc_report = -1e9
 
     # -- building blocks ----------------------------------------------------------------------------
 
@@ -72,7 +73,11 @@ class Indexer:
     def rpc(self) -> RpcClient:
         chain = self.config.chain
         return RpcClient(
-            chain.rpc_urls, timeout=chain.request_timeout, observer=self.hooks.rpc_observer, stop=self.stop
+            chain.rpc_urls,
+            timeout=chain.request_timeout,
+            observer=self.hooks.rpc_observer,
+            stop=self.stop,
+            on_failure=self._report_rpc_failure,
         )
 
     @cached_property
@@ -145,9 +150,13 @@ class Indexer:
         threads = []
         if want_follower:
             follower = self.follower()
-            follower.check_chain()
             self.state.follower = follower
-            threads.append(self._thread("follower", lambda: follower.run(to_block), follower_done))
+
+            def follow() -> None:
+                follower.check_chain()
+                follower.run(to_block)
+
+            threads.append(self._thread("follower", follow, follower_done))
         else:
             follower_done.set()
         if projections:
@@ -183,8 +192,9 @@ class Indexer:
             try:
                 target()
             except BaseException as exc:  # surfaced to the main thread, which stops the others
-                self.state.failure = exc
-                self.stop.set()
+                if not (isinstance(exc, RpcUnavailable) and self.stop.is_set()):
+                    self.state.failure = exc
+                    self.stop.set()
             finally:
                 if done is not None:
                     done.set()
@@ -256,6 +266,14 @@ class Indexer:
 
     def _span_key(self) -> str:
         return f"chain:{self.config.chain.chain_id}"
+
+    def _report_rpc_failure(self, message: str) -> None:
+        """Record the latest RPC failure in sync_status, at most every few seconds."""
+        now = time.monotonic()
+        if now - self._last_rpc_report < 5.0:
+            return
+        self._last_rpc_report = now
+        self._record_error("follower", f"RPC: {message}")
 
     def _record_error(self, component: str, message: str) -> None:
         try:

@@ -121,6 +121,7 @@ class RpcClient:
         max_backoff: float = 30.0,
         observer: Observer | None = None,
         stop: threading.Event | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ):
         if not urls:
             raise ValueError("at least one RPC URL is needed")
@@ -132,6 +133,7 @@ class RpcClient:
         self.observer = observer
         self.stop = stop or threading.Event()
         self.last_error: str | None = None
+        self.on_failure = on_failure
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -227,6 +229,8 @@ class RpcClient:
                     raise
                 self._mark_down(endpoint, exc)
                 self.last_error = f"{method} on {endpoint.label}: {exc}"
+                if self.on_failure:
+                    self.on_failure(self.last_error)
                 log.warning(
                     "rpc call failed, will retry",
                     method=method,

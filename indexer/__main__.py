@@ -1,0 +1,5 @@
+"""`python -m indexer` runs the CLI."""
+
+from indexer.cli import main
+
+main()

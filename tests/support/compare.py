@@ -1,0 +1,30 @@
+"""Comparing the indexer's read tables with the scenario model's expected tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.tables import TABLE_KEYS, read_tables
+
+
+def tables_for_model(database_url: str, schema: str, expected: dict[str, list[dict[str, Any]]]) -> dict[str, list]:
+    """The read tables restricted to the model's columns, sorted like the model's rows."""
+    columns = {table: list(rows[0]) for table, rows in expected.items() if rows}
+    actual = read_tables(database_url, schema, columns)
+    return {table: actual[table] for table in expected}
+
+
+def sorted_model(expected: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The model's rows in primary-key order."""
+    return {
+        table: sorted(rows, key=lambda r, keys=TABLE_KEYS[table]: tuple(r[k] for k in keys))
+        for table, rows in expected.items()
+    }
+
+
+def assert_tables_match_model(database_url: str, schema: str, expected: dict[str, list[dict[str, Any]]]) -> None:
+    """Every table equals the model, row for row and value for value."""
+    want = sorted_model(expected)
+    got = tables_for_model(database_url, schema, expected)
+    for table in want:
+        assert got[table] == want[table], f"{table} differs from the model"
