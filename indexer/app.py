@@ -99,7 +99,7 @@ class Indexer:
             chain_id=chain.chain_id,
             rpc=self.rpc,
             store=self.store,
-            fetcher=LogFetcher(self.rpc, self.decoder.addresses, span),
+            fetcher=LogFetcher(self.rpc, self.config.start_blocks(), span),
             decoder=self.decoder,
             start_block=self.config.start_block(),
             confirmations=chain.confirmations,
@@ -204,6 +204,21 @@ class Indexer:
         return thread
 
     def _project(self, projections: list[Projection], to_block: int | None, follower_done: threading.Event) -> None:
+        """Keep projections current; reconnect (with backoff) whenever the database goes away."""
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                if self._project_connected(projections, to_block, follower_done):
+                    return
+            except db.TRANSIENT_ERRORS as exc:
+                log.warning("projections lost the database, reconnecting", error=str(exc).splitlines()[0])
+                self.stop.wait(delay)
+                delay = min(10.0, delay * 2)
+
+    def _project_connected(
+        self, projections: list[Projection], to_block: int | None, follower_done: threading.Event
+    ) -> bool:
+        """Run projections on one set of connections; True when a bounded run is complete."""
         with (
             db.connection(self.dsn, self.schema, autocommit=True) as conn,
             db.connection(self.dsn, self.schema, autocommit=True) as listener,
@@ -225,8 +240,9 @@ class Indexer:
                     if self.hooks.on_ready:
                         self.hooks.on_ready()
                 if to_block is not None and finished_follower and read == 0:
-                    return
+                    return True
                 wait_for_events(listener, EVENTS_TABLE, 0.5)
+        return False
 
     def _follower_caught_up(self) -> bool:
         follower = self.state.follower

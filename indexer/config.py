@@ -114,6 +114,13 @@ class Config(_Strict):
             return path if path.is_absolute() else Path(self.source).parent / path
         return ABI_DIR / DEFAULT_ABI_FILES[role]
 
+    def start_blocks(self) -> dict[str, int]:
+        """Each watched address and the first block whose logs count (the lowest if listed twice)."""
+        starts: dict[str, int] = {}
+        for _, contract in self.watched():
+            starts[contract.address] = min(contract.start_block, starts.get(contract.address, contract.start_block))
+        return starts
+
     def start_block(self) -> int:
         """The lowest start block of any contract."""
         blocks = [c.start_block for _, c in self.watched()]

@@ -8,8 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from eventsourcing import persistence as es_persistence
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import PoolTimeout
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -17,6 +19,17 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached; the message says where (without the password)."""
+
+
+# Errors after which the same work can simply be tried again once the database answers.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+    PoolTimeout,
+    DatabaseUnavailable,
+)
 
 
 def redact_dsn(dsn: str) -> str:

@@ -76,9 +76,10 @@ class AdaptiveSpan:
 class LogFetcher:
     """Fetches every log of the watched addresses in a block range, validated against block headers."""
 
-    def __init__(self, rpc: RpcClient, addresses: list[str], span: AdaptiveSpan):
+    def __init__(self, rpc: RpcClient, start_blocks: dict[str, int], span: AdaptiveSpan):
+        """`start_blocks` maps each watched address (lower-case) to the first block whose logs count."""
         self.rpc = rpc
-        self.addresses = addresses
+        self.start_blocks = {a.lower(): b for a, b in start_blocks.items()}
         self.span = span
 
     def fetch(self, start: int, end: int, *, all_headers: bool) -> FetchedRange:
@@ -98,12 +99,13 @@ class LogFetcher:
 
     def _round(self, start: int, stop: int, all_headers: bool) -> FetchedRange:
         numbers = range(start, stop + 1) if all_headers else [stop]
-        calls: list[tuple[str, list]] = [
-            ("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(stop), "address": self.addresses}])
-        ]
-        calls += [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+        addresses = sorted(a for a, first in self.start_blocks.items() if first <= stop)
+        calls: list[tuple[str, list]] = [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+        if addresses:
+            calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(stop), "address": addresses}]))
         results = self.rpc.batch(calls)
-        raw_logs, raw_headers = results[0], results[1:]
+        raw_headers = results[: len(numbers)]
+        raw_logs = results[len(numbers)] if addresses else []
         headers: dict[int, Header] = {}
         for number, raw in zip(numbers, raw_headers, strict=True):
             if raw is None:
@@ -118,7 +120,6 @@ class LogFetcher:
     def _validate(self, raw_logs: list[dict], start: int, stop: int, headers: dict[int, Header]) -> list[dict]:
         logs = []
         previous = (start - 1, -1)
-        watched = set(self.addresses)
         for raw in raw_logs:
             number = int(raw["blockNumber"], 16)
             index = int(raw["logIndex"], 16)
@@ -133,8 +134,11 @@ class LogFetcher:
             if header is not None and raw["blockHash"] != header.hash:
                 raise InconsistentResponse(f"log of block {number} has hash {raw['blockHash']}, header {header.hash}")
             address = raw["address"].lower()
-            if address not in watched:
+            first = self.start_blocks.get(address)
+            if first is None:
                 raise InconsistentResponse(f"log from unwatched address {address}")
+            if number < first:
+                continue  # before the contract's configured start block
             timestamp = raw.get("blockTimestamp")
             logs.append(
                 {

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from indexer import db
 from indexer.decoding import LogDecoder
 from indexer.events import BlocksReverted, LogsIngested
 from indexer.fetcher import FetchedRange, Header, InconsistentResponse, LogFetcher
@@ -97,8 +98,7 @@ class Follower:
 
     def run(self, to_block: int | None = None) -> None:
         """Follow until stopped (or until `to_block` is stored); transient RPC failures are retried."""
-        cursor = self.store.cursor(self.chain_id, self.start_block)
-        self._publish_cursor(cursor)
+        cursor = self._reload_cursor()
         while not self.stop.is_set():
             try:
                 cursor = self._maybe_rewind(cursor)
@@ -115,10 +115,31 @@ class Follower:
                 continue
             except ConcurrentAppend as exc:
                 log.warning("stream moved under the follower, reloading cursor", error=str(exc))
-                cursor = self.store.cursor(self.chain_id, self.start_block)
+                cursor = self._reload_cursor()
+                continue
+            except db.TRANSIENT_ERRORS as exc:
+                self.progress.last_error = f"database: {exc}"
+                log.warning("database unavailable, retrying", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.stop.wait(1.0)
+                cursor = self._reload_cursor()
                 continue
             if not moved:
                 self.stop.wait(self.poll_interval)
+
+    def _reload_cursor(self) -> Cursor:
+        """The cursor as committed, waiting (with backoff) until the database answers again."""
+        delay = 0.5
+        while True:
+            try:
+                cursor = self.store.cursor(self.chain_id, self.start_block)
+                self._publish_cursor(cursor)
+                return cursor
+            except db.TRANSIENT_ERRORS as exc:
+                if self.stop.is_set():
+                    raise
+                log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.stop.wait(delay)
+                delay = min(10.0, delay * 2)
 
     def step(self, cursor: Cursor, to_block: int | None = None) -> tuple[Cursor, bool]:
         """Do one unit of work: append one range, or handle a reorg; return the new cursor and whether it moved."""

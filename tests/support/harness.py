@@ -53,7 +53,7 @@ class Harness:
             chain_id=chain.chain_id,
             rpc=self.rpc,
             store=self.store,
-            fetcher=LogFetcher(self.rpc, self.decoder.addresses, AdaptiveSpan(span, span)),
+            fetcher=LogFetcher(self.rpc, self.config.start_blocks(), AdaptiveSpan(span, span)),
             decoder=self.decoder,
             start_block=self.config.start_block(),
             confirmations=chain.confirmations,
