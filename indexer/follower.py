@@ -159,7 +159,6 @@ class Follower:
         first = fetched.headers[start]
         if cursor.indexed_hash is not None and first.parent_hash != cursor.indexed_hash:
             return self._revert_to_ancestor(cursor, tip, reason="reorg"), True
-        self._check_continuity(fetched)
         return self._append_range(cursor, fetched, tip, window=True), True
 
     def tip(self) -> ChainTip:
@@ -269,11 +268,6 @@ class Follower:
         else:
             self._publish_cursor(cursor)
         return cursor
-
-    def _check_continuity(self, fetched: FetchedRange) -> None:
-        for number in range(fetched.from_block + 1, fetched.to_block + 1):
-            if fetched.headers[number].parent_hash != fetched.headers[number - 1].hash:
-                raise InconsistentResponse(f"headers of {fetched.from_block}..{fetched.to_block} are not one chain")
 
     def _check_tip(self, cursor: Cursor, tip: ChainTip) -> Cursor | None:
         """At the head: is our last block still canonical? (Catches reorgs while stopped, and shorter forks.)"""
