@@ -111,9 +111,7 @@ class YieldScalesProjection(Projection):
             row["is_disputed"] = True
         elif event == "ParticipantLeft":
             row["is_active"] = False
-        elif event == "EmergencyBurnTriggered":
-            if row["participant_type"] != HOLDER:
-                return False
+        elif event == "EmergencyBurnTriggered" and row["participant_type"] == HOLDER:
             row["rbtc_contributed"] = 0
             row["loyalty_tier"] = loyalty_tier(row["joined_s"], now)
         if event in ("ParticipantJoined", "YieldClaimed", "EmergencyBurnTriggered"):

@@ -27,4 +27,11 @@ def assert_tables_match_model(database_url: str, schema: str, expected: dict[str
     want = sorted_model(expected)
     got = tables_for_model(database_url, schema, expected)
     for table in want:
-        assert got[table] == want[table], f"{table} differs from the model"
+        assert got[table] == want[table], f"{table} differs from the model:\n{_diff(got[table], want[table])}"
+
+
+def _diff(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
+    """The rows only one side has (first few), for a readable failure."""
+    extra = [r for r in got if r not in want][:5]
+    missing = [r for r in want if r not in got][:5]
+    return f"in the table but not the model: {extra}\nin the model but not the table: {missing}"

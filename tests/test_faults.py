@@ -1,0 +1,152 @@
+"""An unreliable RPC and database, a crashing daemon: the tables still end equal to the model."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+from web3 import Web3
+
+from indexer.app import EXIT_OK, Indexer
+from tests.support.anvil import start_anvil
+from tests.support.compare import assert_tables_match_model
+from tests.support.faultproxy import FaultProxy
+from tests.support.scenario import Deployment, ScenarioDriver
+from tests.support.tables import make_config
+from tests.support.tcpproxy import TcpProxy
+from tests.test_anvil_e2e import REPO, cli, write_config
+
+FAULTS = {
+    "http errors": {"error_rate": 0.3},
+    "timeouts": {"timeout_rate": 0.15, "timeout_s": 1.5},
+    "rate limits": {"rate_limit_rate": 0.3},
+    "truncated bodies": {"truncate_rate": 0.3},
+    "empty getLogs": {"empty_logs_rate": 0.4},
+    "range limits": {"max_range": 5},
+    "lagging backend": {"lag_blocks": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    node = start_anvil()
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    deployment = Deployment.deploy(w3)
+    driver = ScenarioDriver(w3, deployment, seed=31, users=10)
+    driver.run(120)
+    yield node, w3, deployment, driver
+    node.stop()
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_tables_equal_the_model_under_rpc_faults(database_url, schema, scenario, fault):
+    node, w3, deployment, driver = scenario
+    head = w3.eth.block_number
+    with FaultProxy(node.url, seed=7) as proxy:
+        proxy.configure(**FAULTS[fault])
+        if fault == "lagging backend":
+            threading.Timer(2.0, lambda: proxy.configure(lag_blocks=0)).start()
+        config = make_config(database_url, schema, [proxy.url], deployment.addresses,
+                             start_block=deployment.start_block, request_timeout=1.0, initial_block_range=64)
+        assert Indexer(config).run(to_block=head) == EXIT_OK
+        injected = {k: v for k, v in proxy.stats.items() if k not in ("requests", "upstream_calls") and v}
+    assert injected, "no fault was injected"
+    print(f"{fault}: {injected}")
+    assert_tables_match_model(database_url, schema, driver.model.expected_tables())
+
+
+def test_failover_to_a_second_endpoint_and_back(database_url, schema, scenario):
+    node, w3, deployment, driver = scenario
+    head = w3.eth.block_number
+    with FaultProxy(node.url) as first, FaultProxy(node.url) as second:
+        first.configure(down=True)
+        threading.Timer(1.5, lambda: first.configure(down=False)).start()
+        threading.Timer(2.0, lambda: second.configure(down=True)).start()
+        config = make_config(database_url, schema, [first.url, second.url], deployment.addresses,
+                             start_block=deployment.start_block, initial_block_range=4, max_block_range=4)
+        assert Indexer(config).run(to_block=head) == EXIT_OK
+        assert second.stats["upstream_calls"] > 0 and first.stats["upstream_calls"] > 0
+    assert_tables_match_model(database_url, schema, driver.model.expected_tables())
+
+
+def test_thirty_sigkills_with_faults_during_backfill_and_live_following(database_url, schema, tmp_path):
+    node = start_anvil()
+    try:
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        deployment = Deployment.deploy(w3)
+        driver = ScenarioDriver(w3, deployment, seed=41, users=30)
+        driver.run(40)
+        driver.run_bulk(2500, batch_size=25)
+        rng = random.Random(41)
+        with FaultProxy(node.url, seed=3) as proxy:
+            proxy.configure(error_rate=0.05, rate_limit_rate=0.05, empty_logs_rate=0.05, max_range=40)
+            config = write_config(tmp_path / "c.toml", database_url, schema, proxy.url, deployment,
+                                  initial_block_range=16, max_block_range=64, request_timeout=2.0)
+            kills = 0
+            for round_ in range(30):
+                proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run"],
+                                        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if round_ >= 10:
+                    driver.run(rng.randint(1, 4))  # live following: the chain keeps moving
+                time.sleep(rng.uniform(0.8, 2.0))
+                if proc.poll() is None:
+                    kills += 1
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            head = w3.eth.block_number
+            final = cli(config, "run", "--to-block", str(head))
+            assert final.returncode == 0, final.stderr[-2000:]
+            faults = sum(v for k, v in proxy.stats.items() if k not in ("requests", "upstream_calls"))
+        print(f"{kills} SIGKILLs, {faults} RPC faults injected")
+        assert kills == 30
+        assert_tables_match_model(database_url, schema, driver.model.expected_tables())
+        with psycopg.connect(database_url) as conn:
+            stored = conn.execute(
+                f"""SELECT count(*), count(DISTINCT (l->>'block_hash', l->>'log_index'))
+                    FROM "{schema}".stored_events, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb->'logs') l"""
+            ).fetchone()
+        on_chain = len(w3.eth.get_logs({"fromBlock": deployment.start_block, "toBlock": head, "address": [
+            Web3.to_checksum_address(a) for a in deployment.addresses.values()]}))
+        assert stored == (on_chain, on_chain)
+    finally:
+        node.stop()
+
+
+def test_database_outage_mid_run_is_survived_without_operator_action(database_url, schema, tmp_path):
+    node = start_anvil()
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        deployment = Deployment.deploy(w3)
+        driver = ScenarioDriver(w3, deployment, seed=51, users=20)
+        driver.run(30)
+        driver.run_bulk(1500, batch_size=20)
+        head = w3.eth.block_number
+        dsn = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        assert dsn != database_url, "the test database must be the local server for this test"
+        config = write_config(tmp_path / "c.toml", dsn, schema, node.url, deployment,
+                              initial_block_range=8, max_block_range=8)
+        proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run", "--to-block",
+                                 str(head)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        time.sleep(2.0)
+        assert proc.poll() is None, "finished before the outage"
+        proxy.outage(True)
+        time.sleep(3.0)
+        proxy.outage(False)
+        resumed = time.monotonic()
+        _, err = proc.communicate(timeout=180)
+        print(f"finished {time.monotonic() - resumed:.1f}s after the database came back")
+        assert proc.returncode == 0, err[-3000:]
+        assert "database" in err  # the outage was noticed and reported
+        assert_tables_match_model(database_url, schema, driver.model.expected_tables())
+    finally:
+        proxy.close()
+        node.stop()
