@@ -18,7 +18,7 @@ from indexer.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follower import Follower, ReorgBelowFinality
 from indexer.locks import AdvisoryLock, follower_lock, projection_lock
 from indexer.rpc import RpcClient, RpcUnavailable
-from indexer.store import EVENTS_TABLE, EventStore, datastore_for
+from indexer.store import EVENTS_TABLE, EventStore
 from projections import registry
 from projections.base import Projection
 from projections.rebuild import rebuild
@@ -65,7 +65,7 @@ class Indexer:
 
     @cached_property
     def store(self) -> EventStore:
-        store = EventStore(datastore_for(self.dsn, self.schema, self.config.database.pool_size))
+        store = EventStore(self.dsn, self.schema, self.config.database.pool_size)
         store.create_tables()
         return store
 
@@ -214,6 +214,7 @@ class Indexer:
                 log.warning("projections lost the database, reconnecting", error=str(exc).splitlines()[0])
                 self.stop.wait(delay)
                 delay = min(10.0, delay * 2)
+                self._recover_store()
 
     def _project_connected(
         self, projections: list[Projection], to_block: int | None, follower_done: threading.Event
@@ -243,6 +244,12 @@ class Indexer:
                     return True
                 wait_for_events(listener, EVENTS_TABLE, 0.5)
         return False
+
+    def _recover_store(self) -> None:
+        try:
+            self.store.recover()
+        except db.TRANSIENT_ERRORS as exc:
+            log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
 
     def _follower_caught_up(self) -> bool:
         follower = self.state.follower

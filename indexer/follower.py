@@ -121,6 +121,7 @@ class Follower:
                 self.progress.last_error = f"database: {exc}"
                 log.warning("database unavailable, retrying", error=str(exc).splitlines()[0] if str(exc) else "")
                 self.stop.wait(1.0)
+                self._try_recover()
                 cursor = self._reload_cursor()
                 continue
             if not moved:
@@ -140,6 +141,13 @@ class Follower:
                 log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
                 self.stop.wait(delay)
                 delay = min(10.0, delay * 2)
+                self._try_recover()
+
+    def _try_recover(self) -> None:
+        try:
+            self.store.recover()
+        except db.TRANSIENT_ERRORS:
+            pass  # still away; the caller waits and tries again
 
     def step(self, cursor: Cursor, to_block: int | None = None) -> tuple[Cursor, bool]:
         """Do one unit of work: append one range, or handle a reorg; return the new cursor and whether it moved."""

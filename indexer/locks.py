@@ -37,6 +37,8 @@ class AdvisoryLock:
         if self._conn is not None:
             try:
                 self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.key,))
+            except psycopg.Error:
+                pass  # the session is gone (e.g. after a database restart), and its locks with it
             finally:
                 self._conn.close()
                 self._conn = None

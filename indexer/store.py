@@ -3,6 +3,7 @@ and unfinalized-block window, written in the same transaction as the events they
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,10 +128,26 @@ def datastore_for(dsn: str, schema: str, pool_size: int = 4) -> PostgresDatastor
 class EventStore:
     """Appends chain events with the follower's cursor, and reads them back in notification order."""
 
-    def __init__(self, datastore: PostgresDatastore):
-        self.datastore = datastore
-        self.schema = datastore.schema
-        self.recorder = ChainRecorder(datastore, events_table_name=EVENTS_TABLE)
+    def __init__(self, dsn: str, schema: str, pool_size: int = 4):
+        self._dsn, self._pool_size = dsn, pool_size
+        self.schema = schema
+        self._lock = threading.Lock()
+        self.datastore = datastore_for(dsn, schema, pool_size)
+        self.recorder = ChainRecorder(self.datastore, events_table_name=EVENTS_TABLE)
+
+    def recover(self) -> None:
+        """After a database outage: replace the connection pool (whose reconnect backoff can outlast the
+        outage by minutes) with a fresh one. Raises a transient error while the database is still away."""
+        with self._lock:
+            datastore = datastore_for(self._dsn, self.schema, self._pool_size)
+            try:
+                recorder = ChainRecorder(datastore, events_table_name=EVENTS_TABLE)
+                recorder.datastore.register_type_adapters()
+            except Exception:
+                datastore.close()
+                raise
+            old, self.datastore, self.recorder = self.datastore, datastore, recorder
+            old.close()
 
     def create_tables(self) -> None:
         """Create the stored-events table (idempotent)."""

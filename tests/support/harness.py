@@ -12,7 +12,7 @@ from indexer.decoding import LogDecoder
 from indexer.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follower import Follower
 from indexer.rpc import RpcClient
-from indexer.store import Cursor, EventStore, datastore_for
+from indexer.store import Cursor, EventStore
 from projections import registry
 from projections.runner import NeedsRebuild, ProjectionRunner
 
@@ -36,7 +36,7 @@ class Harness:
         self.config = config
         self.dsn, self.schema = config.database.url, config.database.schema_
         db.migrate(self.dsn, self.schema)
-        self.store = EventStore(datastore_for(self.dsn, self.schema, 3))
+        self.store = EventStore(self.dsn, self.schema, 3)
         self.store.create_tables()
         self.decoder = LogDecoder((role, c.address, config.abi_path(role, c)) for role, c in config.watched())
         self.conn = db.connect(self.dsn, self.schema, autocommit=True)
