@@ -117,7 +117,7 @@ class Indexer:
             projections,
             journal_schema=self.schema,
             table_schema=self.schema,
-            page_size=max(1, self.config.indexer.batch_size // 100),
+            page_size=max(1, self.config.indexer.batch_size // 1000),
             stop=self.stop,
             on_batch=self.hooks.on_batch,
         )

@@ -90,7 +90,7 @@ class LogConfig(_Strict):
 
 
 class IndexerConfig(_Strict):
-    batch_size: int = Field(default=5000, ge=1, description="events per projection batch")
+    batch_size: int = Field(default=5000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
 
 

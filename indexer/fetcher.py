@@ -45,7 +45,8 @@ class Header:
 
 @dataclass
 class FetchedRange:
-    """Logs of blocks from_block..to_block, each with its block timestamp, and the headers fetched."""
+    """Logs of blocks from_block..to_block, each with its block timestamp, and the headers fetched (always the
+    first and the last)."""
 
     from_block: int
     to_block: int
@@ -55,6 +56,9 @@ class FetchedRange:
     @property
     def last(self) -> Header:
         return self.headers[self.to_block]
+
+
+TARGET_LOGS = 12_000
 
 
 class AdaptiveSpan:
@@ -74,12 +78,18 @@ class AdaptiveSpan:
             self._on_change(self.value)
 
     def succeeded(self, span_used: int, log_count: int) -> None:
+        """Grow after a few full-size successes; shrink when a range carried more logs than one batch should
+        hold in memory (TARGET_LOGS), whatever the node would allow."""
+        old = self.value
         self._streak += 1
-        if span_used >= self.value and self._streak >= 3 and log_count < 5000 and self.value < self.maximum:
+        if log_count > TARGET_LOGS:
+            self.value = max(1, span_used * TARGET_LOGS // log_count)
+            self._streak = 0
+        elif span_used >= self.value and self._streak >= 3 and log_count < TARGET_LOGS // 2:
             self.value = min(self.maximum, self.value * 2)
             self._streak = 0
-            if self._on_change:
-                self._on_change(self.value)
+        if self.value != old and self._on_change:
+            self._on_change(self.value)
 
 
 class LogFetcher:
@@ -134,8 +144,9 @@ class LogFetcher:
         if not isinstance(raw_logs, list):
             raise InconsistentResponse("eth_getLogs did not return a list")
         headers = {stop: self._header(stop, results[0])}
+        # The first header is always needed: its parent hash is checked against the follower's cursor.
+        headers.update(self._headers(range(start, stop) if all_headers else [start] if start < stop else []))
         if all_headers:
-            headers.update(self._headers(range(start, stop)))
             self._check_chain(headers, start, stop)
         logs = self._validate(raw_logs, start, stop, headers)
         if all_headers and self.verify_blooms:

@@ -86,6 +86,7 @@ class Follower:
         self.on_append = on_append
         self.take_rewind_request = take_rewind_request
         self.progress = FollowerProgress()
+        self.log = log.bind(chain=chain_id)
         self._finalized_tag_works = use_finalized_tag
 
     # -- public -----------------------------------------------------------------------------------
@@ -110,16 +111,16 @@ class Follower:
                 if isinstance(exc, RpcUnavailable) and self.stop.is_set():
                     return
                 self.progress.last_error = str(exc)
-                log.warning("follower round failed, retrying", error=str(exc), block=cursor.indexed_block + 1)
+                self.log.warning("follower round failed, retrying", error=str(exc), block=cursor.indexed_block + 1)
                 self.stop.wait(min(5.0, self.poll_interval * 2))
                 continue
             except ConcurrentAppend as exc:
-                log.warning("stream moved under the follower, reloading cursor", error=str(exc))
+                self.log.warning("stream moved under the follower, reloading cursor", error=str(exc))
                 cursor = self._reload_cursor()
                 continue
             except db.TRANSIENT_ERRORS as exc:
                 self.progress.last_error = f"database: {exc}"
-                log.warning("database unavailable, retrying", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("database unavailable, retrying", error=str(exc).splitlines()[0] if str(exc) else "")
                 self.stop.wait(1.0)
                 self._try_recover()
                 cursor = self._reload_cursor()
@@ -138,7 +139,7 @@ class Follower:
             except db.TRANSIENT_ERRORS as exc:
                 if self.stop.is_set():
                     raise
-                log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
                 self.stop.wait(delay)
                 delay = min(10.0, delay * 2)
                 self._try_recover()
@@ -160,14 +161,13 @@ class Follower:
             reverted = self._check_tip(cursor, tip)
             return (reverted, True) if reverted is not None else (cursor, False)
         self.progress.caught_up = False
-        if start <= tip.finalized:
-            fetched = self.fetcher.fetch(start, min(target, tip.finalized), all_headers=False)
-            return self._append_range(cursor, fetched, tip, window=False), True
-        fetched = self.fetcher.fetch(start, target, all_headers=True)
-        first = fetched.headers[start]
-        if cursor.indexed_hash is not None and first.parent_hash != cursor.indexed_hash:
+        backfill = start <= tip.finalized
+        end = min(target, tip.finalized) if backfill else target
+        fetched = self.fetcher.fetch(start, end, all_headers=not backfill)
+        # Checked in both modes: finality may have moved past the cursor while the blocks under it changed.
+        if cursor.indexed_hash is not None and fetched.headers[start].parent_hash != cursor.indexed_hash:
             return self._revert_to_ancestor(cursor, tip, reason="reorg"), True
-        return self._append_range(cursor, fetched, tip, window=True), True
+        return self._append_range(cursor, fetched, tip, window=not backfill), True
 
     def tip(self) -> ChainTip:
         """The node's head and finalized block (or head − confirmations when it has no 'finalized' tag)."""
@@ -182,7 +182,7 @@ class Follower:
             except RpcError as exc:
                 if exc.retryable:
                     raise
-            log.warning("node has no 'finalized' block tag; using confirmation depth", depth=self.confirmations)
+            self.log.warning("node has no 'finalized' block tag; using confirmation depth", depth=self.confirmations)
             self._finalized_tag_works = False
         head = int(self.rpc.call("eth_blockNumber", []), 16)
         return ChainTip(head, max(-1, head - self.confirmations))
@@ -206,7 +206,7 @@ class Follower:
         )
         advance = CursorAdvance(0, 0, from_block - 1, parent_hash, cursor.finalized_block, drop_blocks_from=from_block)
         cursor = self.store.append(cursor, [event], advance)
-        log.warning("replay: blocks reverted for re-ingestion", from_block=from_block, to_block=event.to_block)
+        self.log.warning("replay: blocks reverted for re-ingestion", from_block=from_block, to_block=event.to_block)
         self._announce(cursor, event)
         return cursor
 
@@ -231,7 +231,7 @@ class Follower:
             )
             if decoded.error:
                 undecodable += 1
-                log.warning(
+                self.log.warning(
                     "undecodable log kept",
                     block=entry["block_number"],
                     block_hash=entry["block_hash"],
@@ -268,6 +268,15 @@ class Follower:
             undecodable=undecodable,
         )
         cursor = self.store.append(cursor, events, advance)
+        self.log.info(
+            "blocks appended",
+            from_block=fetched.from_block,
+            block=fetched.to_block,
+            block_hash=last.hash,
+            logs=len(logs),
+            finalized=tip.finalized,
+            head=tip.head,
+        )
         self.progress.logs_appended += len(logs)
         self.progress.undecodable_logs += undecodable
         self.progress.events_appended += len(events)
@@ -329,7 +338,7 @@ class Follower:
         )
         cursor = self.store.append(cursor, [event], advance)
         self.progress.reorgs += 1
-        log.warning(
+        self.log.warning(
             "reorg: blocks reverted",
             chain=self.chain_id,
             block=ancestor.number,

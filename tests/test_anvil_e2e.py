@@ -36,8 +36,9 @@ def chain():
 
 
 def write_config(path: Path, database_url: str, schema: str, rpc_url: str, deployment: Deployment, **chain) -> Path:
-    extra = "".join(f"{k} = {v!r}\n" if not isinstance(v, bool) else f"{k} = {str(v).lower()}\n"
-                    for k, v in chain.items())
+    extra = "".join(
+        f"{k} = {v!r}\n" if not isinstance(v, bool) else f"{k} = {str(v).lower()}\n" for k, v in chain.items()
+    )
     contracts = "".join(
         f'[[contracts.{role}]]\naddress = "{address}"\nstart_block = {deployment.start_block}\n\n'
         for role, address in deployment.addresses.items()
@@ -51,8 +52,13 @@ def write_config(path: Path, database_url: str, schema: str, rpc_url: str, deplo
 
 
 def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "indexer", "--config", str(config), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "indexer", "--config", str(config), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_backfill_of_a_scenario_equals_the_model(database_url, schema, chain):
@@ -65,8 +71,10 @@ def test_backfill_of_a_scenario_equals_the_model(database_url, schema, chain):
     elapsed = time.monotonic() - started
     expected = driver.model.expected_tables()
     assert_tables_match_model(database_url, schema, expected)
-    assert all(expected[t] for t in ("balances", "transactions", "emergency_burns", "yield_scales_participants",
-                                     "oracle_operations_log")), "the scenario must exercise every table"
+    assert all(
+        expected[t]
+        for t in ("balances", "transactions", "emergency_burns", "yield_scales_participants", "oracle_operations_log")
+    ), "the scenario must exercise every table"
     print(f"backfill of {w3.eth.block_number} blocks took {elapsed:.2f}s")
 
 
@@ -76,13 +84,17 @@ def test_sigkill_during_backfill_then_restart_loses_and_duplicates_nothing(datab
     driver.run(60)
     driver.run_bulk(3000, batch_size=20)
     head = w3.eth.block_number
-    config = write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment,
-                          max_block_range=8, initial_block_range=8)
+    config = write_config(
+        tmp_path / "c.toml", database_url, schema, node.url, deployment, max_block_range=8, initial_block_range=8
+    )
     kills = 0
     while kills < 3:
-        proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run",
-                                 "--to-block", str(head)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "indexer", "--config", str(config), "run", "--to-block", str(head)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1.0 + 0.4 * kills)
         if proc.poll() is not None:
             break
@@ -96,8 +108,15 @@ def test_sigkill_during_backfill_then_restart_loses_and_duplicates_nothing(datab
             f"""SELECT count(*), count(DISTINCT (l->>'block_hash', l->>'log_index'))
                 FROM "{schema}".stored_events, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb->'logs') l"""
         ).fetchone()
-    on_chain = len(w3.eth.get_logs({"fromBlock": deployment.start_block, "toBlock": head,
-                                    "address": [Web3.to_checksum_address(a) for a in deployment.addresses.values()]}))
+    on_chain = len(
+        w3.eth.get_logs(
+            {
+                "fromBlock": deployment.start_block,
+                "toBlock": head,
+                "address": [Web3.to_checksum_address(a) for a in deployment.addresses.values()],
+            }
+        )
+    )
     assert stored == (on_chain, on_chain), "every log stored exactly once"
     assert kills >= 1, "the daemon finished before it could be killed"
 
@@ -167,15 +186,18 @@ def _sorted(expected):
 def test_cli_errors_are_one_clear_line(database_url, schema, chain, tmp_path):
     node, _, deployment = chain
     bad = tmp_path / "bad.toml"
-    bad.write_text('[chain]\nchain_id = 31337\nrpc_urls = ["ftp://x"]\n[contracts]\n'
-                   '[[contracts.fee_vault]]\naddress = "0x12"\nstart_block = 0\n')
+    bad.write_text(
+        '[chain]\nchain_id = 31337\nrpc_urls = ["ftp://x"]\n[contracts]\n'
+        '[[contracts.fee_vault]]\naddress = "0x12"\nstart_block = 0\n'
+    )
     result = cli(bad, "status")
     assert result.returncode == 2
     assert str(bad) in result.stderr and "chain.rpc_urls" in result.stderr
     assert "contracts.fee_vault[0].address" in result.stderr
     assert "Traceback" not in result.stderr
-    nodb = write_config(tmp_path / "nodb.toml", "postgresql://postgres:secret@127.0.0.1:1/x", schema, node.url,
-                        deployment)
+    nodb = write_config(
+        tmp_path / "nodb.toml", "postgresql://postgres:secret@127.0.0.1:1/x", schema, node.url, deployment
+    )
     result = cli(nodb, "status")
     assert result.returncode == 1 and "cannot connect" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -183,11 +205,17 @@ def test_cli_errors_are_one_clear_line(database_url, schema, chain, tmp_path):
 
 def test_unreachable_rpc_is_retried_with_backoff_and_reported(database_url, schema, chain, tmp_path):
     _, _, deployment = chain
-    config = write_config(tmp_path / "c.toml", database_url, schema, "http://user:key@127.0.0.1:9/secretkey",
-                          deployment)
-    proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    config = write_config(
+        tmp_path / "c.toml", database_url, schema, "http://user:key@127.0.0.1:9/secretkey", deployment
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "--config", str(config), "run"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)

@@ -53,8 +53,15 @@ def test_tables_equal_the_model_under_rpc_faults(database_url, schema, scenario,
         proxy.configure(**FAULTS[fault])
         if fault == "lagging backend":
             threading.Timer(2.0, lambda: proxy.configure(lag_blocks=0)).start()
-        config = make_config(database_url, schema, [proxy.url], deployment.addresses,
-                             start_block=deployment.start_block, request_timeout=1.0, initial_block_range=64)
+        config = make_config(
+            database_url,
+            schema,
+            [proxy.url],
+            deployment.addresses,
+            start_block=deployment.start_block,
+            request_timeout=1.0,
+            initial_block_range=64,
+        )
         assert Indexer(config).run(to_block=head) == EXIT_OK
         injected = {k: v for k, v in proxy.stats.items() if k not in ("requests", "upstream_calls") and v}
     assert injected, "no fault was injected"
@@ -69,8 +76,15 @@ def test_failover_to_a_second_endpoint_and_back(database_url, schema, scenario):
         first.configure(down=True)
         threading.Timer(1.5, lambda: first.configure(down=False)).start()
         threading.Timer(2.0, lambda: second.configure(down=True)).start()
-        config = make_config(database_url, schema, [first.url, second.url], deployment.addresses,
-                             start_block=deployment.start_block, initial_block_range=4, max_block_range=4)
+        config = make_config(
+            database_url,
+            schema,
+            [first.url, second.url],
+            deployment.addresses,
+            start_block=deployment.start_block,
+            initial_block_range=4,
+            max_block_range=4,
+        )
         assert Indexer(config).run(to_block=head) == EXIT_OK
         assert second.stats["upstream_calls"] > 0 and first.stats["upstream_calls"] > 0
     assert_tables_match_model(database_url, schema, driver.model.expected_tables())
@@ -87,12 +101,24 @@ def test_thirty_sigkills_with_faults_during_backfill_and_live_following(database
         rng = random.Random(41)
         with FaultProxy(node.url, seed=3) as proxy:
             proxy.configure(error_rate=0.05, rate_limit_rate=0.05, empty_logs_rate=0.05, max_range=40)
-            config = write_config(tmp_path / "c.toml", database_url, schema, proxy.url, deployment,
-                                  initial_block_range=16, max_block_range=64, request_timeout=2.0)
+            config = write_config(
+                tmp_path / "c.toml",
+                database_url,
+                schema,
+                proxy.url,
+                deployment,
+                initial_block_range=16,
+                max_block_range=64,
+                request_timeout=2.0,
+            )
             kills = 0
             for round_ in range(30):
-                proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run"],
-                                        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "indexer", "--config", str(config), "run"],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 if round_ >= 10:
                     driver.run(rng.randint(1, 4))  # live following: the chain keeps moving
                 time.sleep(rng.uniform(0.8, 2.0))
@@ -112,8 +138,15 @@ def test_thirty_sigkills_with_faults_during_backfill_and_live_following(database
                 f"""SELECT count(*), count(DISTINCT (l->>'block_hash', l->>'log_index'))
                     FROM "{schema}".stored_events, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb->'logs') l"""
             ).fetchone()
-        on_chain = len(w3.eth.get_logs({"fromBlock": deployment.start_block, "toBlock": head, "address": [
-            Web3.to_checksum_address(a) for a in deployment.addresses.values()]}))
+        on_chain = len(
+            w3.eth.get_logs(
+                {
+                    "fromBlock": deployment.start_block,
+                    "toBlock": head,
+                    "address": [Web3.to_checksum_address(a) for a in deployment.addresses.values()],
+                }
+            )
+        )
         assert stored == (on_chain, on_chain)
     finally:
         node.stop()
@@ -131,11 +164,17 @@ def test_database_outage_mid_run_is_survived_without_operator_action(database_ur
         head = w3.eth.block_number
         dsn = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         assert dsn != database_url, "the test database must be the local server for this test"
-        config = write_config(tmp_path / "c.toml", dsn, schema, node.url, deployment,
-                              initial_block_range=8, max_block_range=8)
-        proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run", "--to-block",
-                                 str(head)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        config = write_config(
+            tmp_path / "c.toml", dsn, schema, node.url, deployment, initial_block_range=8, max_block_range=8
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "indexer", "--config", str(config), "run", "--to-block", str(head)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         time.sleep(2.0)
         assert proc.poll() is None, "finished before the outage"
         proxy.outage(True)

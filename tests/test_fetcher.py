@@ -20,11 +20,14 @@ def test_bloom_bits_match_the_nodes_blooms_and_empty_answers_are_refused():
         head = w3.eth.block_number
         rpc = RpcClient([node.url])
         starts = {a: deployment.start_block for a in deployment.addresses.values()}
-        fetched = LogFetcher(rpc, starts, AdaptiveSpan(1000, 1000)).fetch(deployment.start_block, head,
-                                                                          all_headers=True)
+        fetched = LogFetcher(rpc, starts, AdaptiveSpan(1000, 1000)).fetch(
+            deployment.start_block, head, all_headers=True
+        )
         assert fetched.logs
         for lg in fetched.logs:
-            assert bloom_has(fetched.headers[lg["block_number"]].logs_bloom, bloom_bits(bytes.fromhex(lg["address"][2:])))
+            assert bloom_has(
+                fetched.headers[lg["block_number"]].logs_bloom, bloom_bits(bytes.fromhex(lg["address"][2:]))
+            )
         quiet = [h for h in fetched.headers.values() if not any(lg["block_number"] == h.number for lg in fetched.logs)]
         assert all(not bloom_has(h.logs_bloom, bloom_bits(bytes.fromhex(a[2:]))) for h in quiet for a in starts)
 
