@@ -235,6 +235,8 @@ class Indexer:
                     target = next(p for p in projections if p.name == exc.projection)
                     rebuild(self.dsn, self.schema, self.store, target, stop=self.stop)
                     continue
+                if read == 0:
+                    runner.mark_caught_up(self.config.chain.chain_id)
                 self.state.projections_caught_up = read == 0 or self.state.projections_caught_up
                 if self._follower_caught_up():
                     self.state.ready.set()
@@ -242,7 +244,7 @@ class Indexer:
                         self.hooks.on_ready()
                 if to_block is not None and finished_follower and read == 0:
                     return True
-                wait_for_events(listener, EVENTS_TABLE, 0.5)
+                wait_for_events(listener, 0.5)
         return False
 
     def _recover_store(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -186,3 +187,5 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: a stuck daemon explains itself.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -51,6 +51,17 @@ class CursorAdvance:
 class ChainRecorder(PostgresApplicationRecorder):
     """Application recorder that also moves the follower's cursor inside the append transaction."""
 
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Append in one plain transaction. The library's version uses libpq pipeline mode, which can wait
+        forever for a result when the connection dies mid-batch (a database restart); here the error surfaces
+        and the caller retries."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            if not stored_events:
+                return []
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         advance: CursorAdvance | None = kwargs.get("advance")
         schema = self.datastore.schema
@@ -157,8 +168,8 @@ class EventStore:
         """The follower's cursor, created just before the start block if the chain is new."""
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                f"INSERT INTO {self.schema}.follower_cursor (chain_id, stream_version, indexed_block) VALUES (%s, 0, %s) "
-                "ON CONFLICT (chain_id) DO NOTHING",
+                f"INSERT INTO {self.schema}.follower_cursor (chain_id, stream_version, indexed_block) "
+                "VALUES (%s, 0, %s) ON CONFLICT (chain_id) DO NOTHING",
                 (chain_id, start_block - 1),
             )
             curs.execute(f"SELECT * FROM {self.schema}.follower_cursor WHERE chain_id = %s", (chain_id,))

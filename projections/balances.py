@@ -12,7 +12,8 @@ from projections.base import ZERO_ADDRESS, Log, Projection, chain_time
 _UPSERT = """
 INSERT INTO balances AS b (user_address, last_sats, rbtc_balance, wrbtc_balance, fee_vault_wei,
                            last_sync_block, last_sync_time, last_sync_delta, last_sync_fee_wei, updated_block)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%s::text[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::bigint[],
+                     %s::timestamptz[], %s::numeric[], %s::numeric[], %s::bigint[])
 ON CONFLICT (user_address) DO UPDATE SET
     rbtc_balance      = b.rbtc_balance + excluded.rbtc_balance,
     wrbtc_balance     = b.wrbtc_balance + excluded.wrbtc_balance,
@@ -99,5 +100,5 @@ class BalancesProjection(Projection):
             for user, c in changes.items()
         ]
         if rows:
-            with conn.cursor() as cur:
-                cur.executemany(_UPSERT, rows)
+            # One statement for the whole batch: columns as arrays, unnested server-side.
+            conn.execute(_UPSERT, [list(column) for column in zip(*rows, strict=True)])

@@ -10,14 +10,15 @@ outright, which is what makes a rebuild from the store equal a build from the fi
 from __future__ import annotations
 
 import bisect
+import select
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
 import psycopg
 import structlog
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from indexer import events as ev
@@ -153,6 +154,22 @@ class ProjectionRunner:
             total += read
         return total
 
+    def mark_caught_up(self, chain_id: int) -> None:
+        """Projections that have applied every stored event are as current as the follower's cursor, even
+        over blocks without logs (which produce no events): say so in sync_status."""
+        if not self.write_status:
+            return
+        self.conn.execute(
+            "UPDATE sync_status AS s SET indexed_block = greatest(s.indexed_block, c.indexed_block), "
+            "lag_blocks = greatest(0, c_status.head_block - greatest(s.indexed_block, c.indexed_block)), "
+            "updated_at = now() "
+            "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
+            "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
+            "AND s.component = 'projection:' || t.projection "
+            "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
+            (chain_id, [p.name for p in self.projections]),
+        )
+
     # -- one projection, one page, one transaction ----------------------------------------------------
 
     def _apply_page(self, projection: Projection, decoded: list[tuple[int, ev.ChainEvent | None]]) -> None:
@@ -255,9 +272,23 @@ class ProjectionRunner:
         )
 
 
-def wait_for_events(conn: psycopg.Connection, channel: str, timeout: float) -> bool:
-    """Block until a NOTIFY on the store's channel (True) or the timeout (False); `conn` must LISTEN already."""
-    deadline = time.monotonic() + timeout
-    for _ in conn.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1):
-        return True
-    return False
+def wait_for_events(conn: psycopg.Connection, timeout: float) -> bool:
+    """Block until a NOTIFY arrives on `conn` (which must LISTEN already) or the timeout passes.
+
+    Waits on the socket itself rather than with `Connection.notifies`, so that a connection the server has
+    closed raises OperationalError at once instead of leaving the worker waiting.
+    """
+    ready, _, _ = select.select([conn.fileno()], [], [], timeout)
+    if not ready:
+        return False
+    conn.pgconn.consume_input()
+    notified = False
+    while conn.pgconn.notifies() is not None:
+        notified = True
+    if not notified:
+        # Readable without a notification: the server sent an error or closed the connection; reading
+        # again raises OperationalError in that case.
+        conn.pgconn.consume_input()
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the notification connection was closed")
+    return notified

@@ -17,7 +17,7 @@ from web3 import Web3
 
 from indexer.app import EXIT_OK, Indexer
 from tests.support.anvil import start_anvil
-from tests.support.compare import assert_tables_match_model, tables_for_model
+from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model, tables_for_model
 from tests.support.scenario import Deployment, ScenarioDriver
 from tests.support.tables import make_config, read_tables
 
@@ -103,21 +103,9 @@ def test_sigkill_during_backfill_then_restart_loses_and_duplicates_nothing(datab
         kills += 1
     assert cli(config, "run", "--to-block", str(head)).returncode == 0
     assert_tables_match_model(database_url, schema, driver.model.expected_tables())
-    with psycopg.connect(database_url) as conn:
-        stored = conn.execute(
-            f"""SELECT count(*), count(DISTINCT (l->>'block_hash', l->>'log_index'))
-                FROM "{schema}".stored_events, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb->'logs') l"""
-        ).fetchone()
-    on_chain = len(
-        w3.eth.get_logs(
-            {
-                "fromBlock": deployment.start_block,
-                "toBlock": head,
-                "address": [Web3.to_checksum_address(a) for a in deployment.addresses.values()],
-            }
-        )
+    assert_every_log_stored_once(
+        database_url, schema, w3, list(deployment.addresses.values()), deployment.start_block, head
     )
-    assert stored == (on_chain, on_chain), "every log stored exactly once"
     assert kills >= 1, "the daemon finished before it could be killed"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from web3 import Web3
 
 from indexer.app import EXIT_OK, Indexer
 from tests.support.anvil import start_anvil
-from tests.support.compare import assert_tables_match_model
+from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model
 from tests.support.faultproxy import FaultProxy
 from tests.support.scenario import Deployment, ScenarioDriver
 from tests.support.tables import make_config
@@ -133,64 +134,89 @@ def test_thirty_sigkills_with_faults_during_backfill_and_live_following(database
         print(f"{kills} SIGKILLs, {faults} RPC faults injected")
         assert kills == 30
         assert_tables_match_model(database_url, schema, driver.model.expected_tables())
-        with psycopg.connect(database_url) as conn:
-            stored = conn.execute(
-                f"""SELECT count(*), count(DISTINCT (l->>'block_hash', l->>'log_index'))
-                    FROM "{schema}".stored_events, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb->'logs') l"""
-            ).fetchone()
-        on_chain = len(
-            w3.eth.get_logs(
-                {
-                    "fromBlock": deployment.start_block,
-                    "toBlock": head,
-                    "address": [Web3.to_checksum_address(a) for a in deployment.addresses.values()],
-                }
-            )
+        assert_every_log_stored_once(
+            database_url, schema, w3, list(deployment.addresses.values()), deployment.start_block, head
         )
-        assert stored == (on_chain, on_chain)
     finally:
         node.stop()
 
 
-def test_database_outage_mid_run_is_survived_without_operator_action(database_url, schema, tmp_path):
+def terminate_backends(database_url: str, client_ports: list[int]) -> None:
+    """End the server side of the given client connections, as a PostgreSQL restart does."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)", (client_ports,)
+        )
+
+
+def local_cluster() -> str | None:
+    """The local PostgreSQL cluster's version, if this test may restart it (the test database is on it)."""
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    return versions[-1] if versions and shutil.which("pg_ctlcluster") and os.geteuid() == 0 else None
+
+
+def test_database_restart_mid_run_is_survived_without_operator_action(database_url, schema, tmp_path):
+    """A real restart of the local cluster where the tests may do that; else a proxy whose connections the
+    server ends and which refuses new ones for three seconds."""
     node = start_anvil()
-    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy = None
+    cluster = local_cluster() if "127.0.0.1:5432" in database_url else None
+    dsn = database_url
+    if cluster is None:
+        host, port = database_url.split("@", 1)[1].split("/", 1)[0].split(":")
+        proxy = TcpProxy(host, int(port))
+        dsn = database_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+    proc = None
     try:
         w3 = Web3(Web3.HTTPProvider(node.url))
         deployment = Deployment.deploy(w3)
         driver = ScenarioDriver(w3, deployment, seed=51, users=20)
         driver.run(30)
-        driver.run_bulk(1500, batch_size=20)
-        head = w3.eth.block_number
-        dsn = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-        assert dsn != database_url, "the test database must be the local server for this test"
-        config = write_config(
-            tmp_path / "c.toml", dsn, schema, node.url, deployment, initial_block_range=8, max_block_range=8
-        )
+        config = write_config(tmp_path / "c.toml", dsn, schema, node.url, deployment)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "indexer", "--config", str(config), "run", "--to-block", str(head)],
+            [sys.executable, "-m", "indexer", "--config", str(config), "run"],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        time.sleep(2.0)
-        assert proc.poll() is None, "finished before the outage"
-        proxy.outage(True)
-        time.sleep(3.0)
-        proxy.outage(False)
-        resumed = time.monotonic()
-        try:
-            _, err = proc.communicate(timeout=float(os.environ.get("OUTAGE_TIMEOUT", "180")))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-            raise AssertionError(f"the daemon did not finish after the outage:\n{err[-4000:]}") from None
-        print(f"finished {time.monotonic() - resumed:.1f}s after the database came back")
+        wait_until_indexed(database_url, schema, w3.eth.block_number, proc)
+        started = time.monotonic()
+        if cluster is not None:
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True)
+        else:
+            proxy.outage(True, lambda ports: terminate_backends(database_url, ports))
+            time.sleep(3.0)
+            proxy.outage(False)
+        back = time.monotonic()
+        driver.run(15)  # the chain moves on while the daemon reconnects
+        wait_until_indexed(database_url, schema, w3.eth.block_number, proc)
+        print(f"outage {back - started:.1f}s; caught up {time.monotonic() - back:.1f}s after the database was back")
+        assert_tables_match_model(database_url, schema, driver.model.expected_tables())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err[-3000:]
         assert "database" in err  # the outage was noticed and reported
-        assert_tables_match_model(database_url, schema, driver.model.expected_tables())
     finally:
-        proxy.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proxy is not None:
+            proxy.close()
         node.stop()
+
+
+def wait_until_indexed(database_url: str, schema: str, block: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the follower and every projection report `block` (or the daemon dies, or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the daemon exited with {proc.returncode}"
+        try:
+            with psycopg.connect(database_url, connect_timeout=2) as conn:
+                row = conn.execute(f'SELECT min(indexed_block), count(*) FROM "{schema}".sync_status').fetchone()
+            if row[1] == 6 and row[0] >= block:
+                return
+        except psycopg.Error:
+            pass  # the database is restarting, or the daemon has not migrated yet
+        time.sleep(0.2)
+    raise AssertionError(f"not indexed up to block {block} within {timeout}s")

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 from indexer.app import EXIT_OK, Indexer
 from indexer.status import read_status
-from tests.support.protocol_logs import event_log
+from tests.support.protocol_logs import ADDRESSES, AGG, POOL, SYNTH, VAULT, ZERO, event_log
 from tests.support.simchain import RawLog, SimChain
 from tests.support.tables import make_config, read_tables
 
-AGG = "0x" + "a1" * 20
-SYNTH = "0x" + "b2" * 20
-VAULT = "0x" + "c3" * 20
-WRBTC = "0x" + "d4" * 20
-POOL = "0x" + "e5" * 20
-ADDRESSES = {
-    "oracle_aggregator": AGG,
-    "rbtc_synth": SYNTH,
-    "fee_vault": VAULT,
-    "vault_wrbtc": WRBTC,
-    "yield_scales_pool": POOL,
-}
 ALICE = "0x" + "11" * 20
 BOB = "0x" + "22" * 20
-ZERO = "0x" + "00" * 20
 
 
 def mint_logs(user: str, new: int, delta: int, fee: int, tx: str) -> list[RawLog]:

@@ -14,20 +14,11 @@ from hypothesis import strategies as st
 from indexer.app import EXIT_OK, EXIT_REORG_BELOW_FINALITY, Indexer
 from indexer.follower import ReorgBelowFinality
 from tests.support.harness import Harness
-from tests.support.protocol_logs import event_log
+from tests.support.protocol_logs import ADDRESSES, AGG, POOL, SYNTH, VAULT, WRBTC, ZERO, event_log
 from tests.support.simchain import RawLog, SimChain
 from tests.support.tables import make_config, read_tables
 
-AGG, SYNTH, VAULT, WRBTC, POOL = ("0x" + c * 20 for c in ("a1", "b2", "c3", "d4", "e5"))
-ADDRESSES = {
-    "oracle_aggregator": AGG,
-    "rbtc_synth": SYNTH,
-    "fee_vault": VAULT,
-    "vault_wrbtc": WRBTC,
-    "yield_scales_pool": POOL,
-}
 USERS = ["0x" + c * 20 for c in ("11", "22", "33")]
-ZERO = "0x" + "00" * 20
 
 
 def activity(kind: int, user: str, amount: int) -> list[RawLog]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from web3 import Web3
+
 from tests.support.tables import TABLE_KEYS, read_tables
 
 
@@ -35,3 +38,17 @@ def _diff(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
     extra = [r for r in got if r not in want][:5]
     missing = [r for r in want if r not in got][:5]
     return f"in the table but not the model: {extra}\nin the model but not the table: {missing}"
+
+
+def assert_every_log_stored_once(
+    database_url: str, schema: str, w3: Web3, addresses: list[str], start: int, head: int
+) -> None:
+    """The store holds every watched log of the chain up to `head` exactly once: no duplicate, no gap."""
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            f"""SELECT count(*), count(DISTINCT (l->>'block_hash', l->>'log_index'))
+                FROM "{schema}".stored_events, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb->'logs') l"""
+        ).fetchone()
+    emitters = [Web3.to_checksum_address(a) for a in addresses]
+    on_chain = len(w3.eth.get_logs({"fromBlock": start, "toBlock": head, "address": emitters}))
+    assert stored == (on_chain, on_chain), f"stored (logs, distinct logs) {stored}, on chain {on_chain}"

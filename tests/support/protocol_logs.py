@@ -12,6 +12,17 @@ from indexer.config import ABI_DIR, DEFAULT_ABI_FILES
 from indexer.decoding import topic0_of
 from tests.support.simchain import RawLog
 
+# Emitter addresses of the protocol's contracts on the simulated chain.
+AGG, SYNTH, VAULT, WRBTC, POOL = ("0x" + c * 20 for c in ("a1", "b2", "c3", "d4", "e5"))
+ADDRESSES = {
+    "oracle_aggregator": AGG,
+    "rbtc_synth": SYNTH,
+    "fee_vault": VAULT,
+    "vault_wrbtc": WRBTC,
+    "yield_scales_pool": POOL,
+}
+ZERO = "0x" + "00" * 20
+
 
 @cache
 def _events(role: str) -> dict[str, dict]:

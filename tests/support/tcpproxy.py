@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `outage()` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to a target; `outage()` refuses new connections and, given a way to end the
+    server side of the open ones (for PostgreSQL: pg_terminate_backend), ends those too, as a restart does."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -64,13 +66,29 @@ class TcpProxy:
             except OSError:
                 pass
 
-    def outage(self, refuse: bool) -> None:
-        """Start (True) or end (False) an outage: while it lasts, connections are dropped and refused."""
-        if refuse:
-            self._refusing.set()
+    def upstream_ports(self) -> list[int]:
+        """Local ports of the proxy's open connections to the target (the server sees them as client ports)."""
+        with self._lock:
+            ports = []
+            for s in self._open:
+                try:
+                    if s.getpeername()[1] == self.target[1]:
+                        ports.append(s.getsockname()[1])
+                except OSError:
+                    continue
+            return ports
+
+    def outage(self, refuse: bool, end_server_side: Callable[[list[int]], None] | None = None) -> None:
+        """Start (True) or end (False) an outage: while it lasts, new connections are refused; at its start the
+        open ones are ended by the server (`end_server_side`) or, without it, cut at the proxy."""
+        if not refuse:
+            self._refusing.clear()
+            return
+        self._refusing.set()
+        if end_server_side is None:
             self.drop_all()
         else:
-            self._refusing.clear()
+            end_server_side(self.upstream_ports())
 
     def close(self) -> None:
         self._closed.set()

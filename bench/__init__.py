@@ -1,0 +1,1 @@
+"""Benchmarks of the indexer against a large generated chain (`make bench`, see bench/README.md)."""
