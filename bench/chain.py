@@ -334,7 +334,7 @@ class BenchDriver(ScenarioDriver):
         return produced
 
 
-def _fingerprint(params: ChainParams) -> str:
+def fingerprint(params: ChainParams) -> str:
     digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
     for path in [Path(__file__), REPO / "tests" / "support" / "scenario.py", *sorted(BUILD_DIR.glob("*.json"))]:
         digest.update(path.name.encode())
@@ -410,7 +410,7 @@ def generate(params: ChainParams, target: Path, say: Any = print) -> ChainInfo:
 
 def cached_chain(params: ChainParams, say: Any = print) -> tuple[ChainInfo, Path, bool]:
     """The cache entry for params, generating it first if needed; returns (info, directory, generated)."""
-    target = CACHE_DIR / _fingerprint(params)
+    target = CACHE_DIR / fingerprint(params)
     if (target / "meta.json").exists() and (target / "state.json").exists() and (target / "model.pkl").exists():
         return read_info(target), target, False
     say(f"generating the benchmark chain into {target.relative_to(REPO)} (once) ...")
