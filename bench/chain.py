@@ -242,9 +242,7 @@ class BenchDriver(ScenarioDriver):
     def _plan_resolve(self) -> Plan:
         user = self._pick(lambda a: self._cached("disputed", a))
         approved = self.rng.random() < 0.5
-        return self._pool_plan(
-            "resolve", "resolveDispute", [user.address, approved], {"user": user.address.lower()}
-        )
+        return self._pool_plan("resolve", "resolveDispute", [user.address, approved], {"user": user.address.lower()})
 
     def last_sats_of(self, addresses: list[str]) -> dict[str, int]:
         """lastSats of many users in one batch."""

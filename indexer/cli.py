@@ -162,9 +162,12 @@ def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
     indexer = _indexer(ctx)
     projections = _guard(lambda: registry.build(list(names) or None))
     _guard(lambda: db.migrate(indexer.dsn, indexer.schema))
-    for projection in projections:
-        result = _guard(lambda p=projection: rebuild(indexer.dsn, indexer.schema, indexer.store, p))
-        click.echo(f"rebuilt {result.projection}: {result.events_read} stored events in {result.seconds:.2f}s")
+    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections))
+    for name in result.projections:
+        click.echo(f"rebuilt {name}")
+    click.echo(
+        f"{len(result.projections)} projection(s) from {result.events_read} stored events in {result.seconds:.2f}s"
+    )
 
 
 @main.command()

@@ -38,7 +38,7 @@ class ChainConfig(_Strict):
     use_finalized_tag: bool = True
     poll_interval: float = Field(default=0.5, gt=0, le=60)
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
-    initial_block_range: int = Field(default=500, ge=1)
+    initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
     ws_url: str | None = None
 

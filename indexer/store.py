@@ -59,8 +59,27 @@ class ChainRecorder(PostgresApplicationRecorder):
             self._insert_events(curs, stored_events, **kwargs)
             if not stored_events:
                 return []
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            # One row per statement with the state as a binary parameter: appends carry a few large events,
+            # which the library's composite-array insert would escape as text.
+            ids = []
+            for event in stored_events:
+                curs.execute(
+                    self._insert_one,
+                    (event.originator_id, event.originator_version, event.topic, event.state),
+                    binary=True,
+                )
+                row = curs.fetchone()
+                ids.append(row["notification_id"])
+            return ids
+
+    @property
+    def _insert_one(self) -> str:
+        return (
+            f'INSERT INTO "{self.datastore.schema}"."{self.events_table_name}" '
+            "(originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s) RETURNING notification_id"
+        )
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         advance: CursorAdvance | None = kwargs.get("advance")

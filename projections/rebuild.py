@@ -7,6 +7,7 @@ only. Readers see the old complete table until the commit and the new complete o
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -29,13 +30,14 @@ class RebuildInProgress(Exception):
 
 @dataclass
 class RebuildResult:
-    projection: str
+    projections: list[str]
     events_read: int
     seconds: float
 
 
-def _shadow_schema(schema: str, projection: str) -> str:
-    return f"{schema}_rb_{projection}"[:63]
+def _shadow_schema(schema: str, names: list[str]) -> str:
+    digest = hashlib.sha1(",".join(sorted(names)).encode()).hexdigest()[:8]
+    return f"{schema}_rb_{digest}"
 
 
 def _lock_key(schema: str, projection: str) -> str:
@@ -46,22 +48,27 @@ def rebuild(
     dsn: str,
     schema: str,
     store: EventStore,
-    projection: Projection,
+    projections: Projection | list[Projection],
     *,
-    page_size: int = 50,
+    page_size: int = 5,
     stop: threading.Event | None = None,
 ) -> RebuildResult:
-    """Rebuild one projection blue/green; raise RebuildInProgress if another rebuild of it is running."""
+    """Rebuild projections blue/green in one pass over the store (each stored event is read and decoded
+    once for all of them); raise RebuildInProgress if another rebuild of any of them is running."""
+    chosen = projections if isinstance(projections, list) else [projections]
+    names = [p.name for p in chosen]
     started = time.monotonic()
-    shadow = _shadow_schema(schema, projection.name)
+    shadow = _shadow_schema(schema, names)
     with db.connection(dsn, schema, autocommit=True) as lock_conn:
-        got = lock_conn.execute(
-            "SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(schema, projection.name),)
-        ).fetchone()
-        if not got or not got[0]:
-            raise RebuildInProgress(f"a rebuild of {projection.name} is already running on schema {schema}")
+        taken: list[str] = []
         try:
-            _create_shadow(dsn, schema, shadow, projection)
+            for name in names:
+                got = lock_conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(schema, name),))
+                row = got.fetchone()
+                if not row or not row[0]:
+                    raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
+                taken.append(name)
+            _create_shadow(dsn, schema, shadow, chosen)
             with db.connection(dsn, shadow, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
@@ -69,7 +76,7 @@ def rebuild(
                 runner = ProjectionRunner(
                     store,
                     conn,
-                    [projection],
+                    chosen,
                     journal_schema=schema,
                     table_schema=shadow,
                     page_size=page_size,
@@ -77,63 +84,66 @@ def rebuild(
                     stop=stop,
                 )
                 events_read = runner.run_until_caught_up()
-                events_read += _catch_up_and_swap(conn, runner, schema, shadow, projection)
+                events_read += _catch_up_and_swap(conn, runner, schema, shadow, chosen)
         finally:
-            lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, projection.name),))
-    result = RebuildResult(projection.name, events_read, time.monotonic() - started)
+            for name in taken:
+                lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, name),))
+    result = RebuildResult(names, events_read, time.monotonic() - started)
     log.info(
-        "projection rebuilt and swapped in",
-        projection=projection.name,
-        events=events_read,
-        seconds=round(result.seconds, 3),
+        "projections rebuilt and swapped in", projections=names, events=events_read, seconds=round(result.seconds, 3)
     )
     return result
 
 
-def _create_shadow(dsn: str, schema: str, shadow: str, projection: Projection) -> None:
+def _create_shadow(dsn: str, schema: str, shadow: str, projections: list[Projection]) -> None:
     with db.connection(dsn, schema) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
         conn.execute("DELETE FROM undo_journal WHERE table_schema = %s", (shadow,))
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(shadow)))
-        for table in (*projection.tables, "projection_tracking"):
+        tables = [t for p in projections for t in p.tables]
+        for table in (*tables, "projection_tracking"):
             conn.execute(
                 sql.SQL("CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)").format(
                     sql.Identifier(shadow), sql.Identifier(table), sql.Identifier(schema), sql.Identifier(table)
                 )
             )
-        for table in projection.tables:
+        for table in tables:
             conn.execute("SELECT rbtc_attach_undo(%s::regclass)", (f'"{shadow}"."{table}"',))
         conn.commit()
 
 
 def _catch_up_and_swap(
-    conn: psycopg.Connection, runner: ProjectionRunner, schema: str, shadow: str, projection: Projection
+    conn: psycopg.Connection, runner: ProjectionRunner, schema: str, shadow: str, projections: list[Projection]
 ) -> int:
-    """Under the live tracking row's lock: apply what is left, then swap tables, journal and position."""
+    """Under the live tracking rows' locks: apply what is left, then swap tables, journal and positions."""
     ident = sql.Identifier
+    names = [p.name for p in projections]
+    tables = [t for p in projections for t in p.tables]
     with conn.transaction():
         conn.execute(
-            sql.SQL("INSERT INTO {}.projection_tracking (projection) VALUES (%s) ON CONFLICT DO NOTHING").format(
-                ident(schema)
-            ),
-            (projection.name,),
+            sql.SQL(
+                "INSERT INTO {}.projection_tracking (projection) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+            ).format(ident(schema)),
+            (names,),
         )
         conn.execute(
-            sql.SQL("SELECT 1 FROM {}.projection_tracking WHERE projection = %s FOR UPDATE").format(ident(schema)),
-            (projection.name,),
+            sql.SQL(
+                "SELECT 1 FROM {}.projection_tracking WHERE projection = ANY(%s) ORDER BY projection FOR UPDATE"
+            ).format(ident(schema)),
+            (names,),
         )
         events_read = runner.run_until_caught_up()
         conn.execute("SELECT set_config('rbtc.undo_block', '', true)")
         for view in db.view_files():
             conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(ident(schema), ident(view.stem)))
-        for table in projection.tables:
+        for table in tables:
             conn.execute(sql.SQL("DROP TABLE {}.{}").format(ident(schema), ident(table)))
             conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(shadow), ident(table), ident(schema)))
         conn.execute(
             sql.SQL("DELETE FROM {}.undo_journal WHERE table_schema = %s AND table_name = ANY(%s)").format(
                 ident(schema)
             ),
-            (schema, list(projection.tables)),
+            (schema, tables),
         )
         conn.execute(
             sql.SQL("UPDATE {}.undo_journal SET table_schema = %s WHERE table_schema = %s").format(ident(schema)),
@@ -144,9 +154,9 @@ def _catch_up_and_swap(
                 "UPDATE {live}.projection_tracking AS l SET notification_id = s.notification_id, "
                 "finalized_seen = s.finalized_seen, indexed_block = s.indexed_block, "
                 "events_applied = s.events_applied, updated_at = now() "
-                "FROM {shadow}.projection_tracking AS s WHERE l.projection = s.projection AND l.projection = %s"
+                "FROM {shadow}.projection_tracking AS s WHERE l.projection = s.projection AND l.projection = ANY(%s)"
             ).format(live=ident(schema), shadow=ident(shadow)),
-            (projection.name,),
+            (names,),
         )
         conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident(schema)))
         db.recreate_views(conn)
