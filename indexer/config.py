@@ -40,7 +40,6 @@ class ChainConfig(_Strict):
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
-    ws_url: str | None = None
 
     @field_validator("rpc_urls")
     @classmethod

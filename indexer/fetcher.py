@@ -58,7 +58,7 @@ class FetchedRange:
         return self.headers[self.to_block]
 
 
-TARGET_LOGS = 12_000
+TARGET_LOGS = 6_000
 
 
 class AdaptiveSpan:

@@ -359,7 +359,7 @@ class Follower:
             self.on_append(self.progress, event)
 
 
-MAX_LOGS_PER_EVENT = 4000
+MAX_LOGS_PER_EVENT = 2000
 
 
 def split_by_block(
