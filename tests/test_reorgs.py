@@ -230,3 +230,26 @@ def test_a_reorg_while_stopped_is_found_on_start_up(database_url, schema, tmp_pa
         finally:
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{ref_schema}" CASCADE')
+
+
+def test_a_64_block_reorg_at_the_head_after_projection(harnesses):
+    live, reference = harnesses
+    live.reset()
+    reference.reset()
+    with SimChain(finalized_depth=70) as chain:
+        for i in range(80):
+            chain.mine(activity(i % 7, USERS[i % 3], i + 1))
+        live.connect_chain(chain.url)
+        live.follow_to_head()
+        live.project()
+        chain.reorg(64, [activity((i + 3) % 7, USERS[(i + 1) % 3], 1000 + i) for i in range(70)])
+        live.follow_to_head()
+        live.project()
+        reverted = live.conn.execute(
+            "SELECT convert_from(state, 'UTF8')::jsonb->>'from_block' FROM stored_events WHERE topic LIKE '%Reverted%'"
+        ).fetchall()
+        assert reverted == [("17",)]  # blocks 17..80 (64 of them) were orphaned
+        reference.connect_chain(chain.url)
+        reference.follow_to_head()
+        reference.project()
+    assert read_tables(live.dsn, live.schema) == read_tables(reference.dsn, reference.schema)
