@@ -31,11 +31,10 @@ from eth_abi import decode as abi_decode
 from web3 import Web3
 
 from tests.support.anvil import AnvilNode, start_anvil
-from tests.support.model import MAX_FEE_PER_SYNC_WEI, Action, ScenarioModel
+from tests.support.model import Action, ScenarioModel
 from tests.support.scenario import (
     BUILD_DIR,
     FUND_WEI,
-    MAX_SYNC_UP,
     ROLES,
     Deployment,
     Plan,
@@ -300,17 +299,7 @@ class BenchDriver(ScenarioDriver):
             size = self.rng.randint(*batch)
             chunk = users[start : start + size]
             start += size
-            plans.append(self._deposit_many_plan(chunk, [MAX_FEE_PER_SYNC_WEI] * len(chunk)))
-            news = []
-            for address in chunk:
-                cur = current[address]
-                if cur > 0 and self.rng.random() < 0.3:
-                    new = self.rng.randint(0, cur - 1)
-                else:
-                    new = cur + self.rng.randint(1, MAX_SYNC_UP)
-                news.append(new)
-                current[address] = new
-            plans.append(self._sync_batch_plan(chunk, news))
+            plans.extend(self._bulk_round(chunk, current))
         return plans
 
     def bulk(self, target_logs: int, batch: tuple[int, int], per_block: tuple[int, int]) -> int:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from indexer.app import EXIT_OK, Indexer
 from indexer.status import read_status
-from tests.support.protocol_logs import ADDRESSES, AGG, POOL, SYNTH, VAULT, ZERO, event_log
+from tests.support.protocol_logs import (
+    ADDRESSES,
+    AGG,
+    POOL,
+    VAULT,
+    emergency_burn_logs,
+    event_log,
+    sync_logs,
+)
 from tests.support.simchain import RawLog, SimChain
 from tests.support.tables import make_config, read_tables
 
@@ -12,29 +20,10 @@ ALICE = "0x" + "11" * 20
 BOB = "0x" + "22" * 20
 
 
-def mint_logs(user: str, new: int, delta: int, fee: int, tx: str) -> list[RawLog]:
-    return [
-        event_log("rbtc_synth", SYNTH, "Transfer", tx, **{"from": ZERO, "to": user, "amount": delta}),
-        event_log("fee_vault", VAULT, "Spent", tx, user=user, amount=fee, by=AGG),
-        event_log(
-            "oracle_aggregator",
-            AGG,
-            "Synced",
-            tx,
-            user=user,
-            newBalanceSats=new,
-            deltaSats=delta,
-            feeWei=fee,
-            height=0,
-            timestamp=0,
-        ),
-    ]
-
-
 def test_backfill_builds_every_table_and_counts_undecodable_logs(database_url, schema):
     with SimChain(finalized_depth=3) as chain:
         chain.mine([event_log("fee_vault", VAULT, "Deposited", "0x" + "01" * 32, user=ALICE, amount=10**16)])
-        chain.mine(mint_logs(ALICE, 5000, 5000, 10**15 + 5 * 10**13, "0x" + "02" * 32))
+        chain.mine(sync_logs("0x" + "02" * 32, ALICE, 5000, 5000, 10**15 + 5 * 10**13))
         chain.mine(
             [
                 event_log("fee_vault", VAULT, "Deposited", "0x" + "03" * 32, user=BOB, amount=3 * 10**15),
@@ -49,34 +38,7 @@ def test_backfill_builds_every_table_and_counts_undecodable_logs(database_url, s
                 ),  # bad data length
             ]
         )
-        chain.mine(
-            [
-                event_log(
-                    "rbtc_synth", SYNTH, "Transfer", "0x" + "04" * 32, **{"from": ALICE, "to": ZERO, "amount": 5000}
-                ),
-                event_log(
-                    "oracle_aggregator",
-                    AGG,
-                    "EmergencyBurn",
-                    "0x" + "04" * 32,
-                    user=ALICE,
-                    burnedAmount=5000,
-                    reason="Insufficient fees",
-                ),
-                event_log(
-                    "oracle_aggregator",
-                    AGG,
-                    "Synced",
-                    "0x" + "04" * 32,
-                    user=ALICE,
-                    newBalanceSats=0,
-                    deltaSats=-5000,
-                    feeWei=0,
-                    height=0,
-                    timestamp=0,
-                ),
-            ]
-        )
+        chain.mine(emergency_burn_logs("0x" + "04" * 32, ALICE, 5000))
         chain.mine(
             [
                 event_log(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from indexer.app import EXIT_OK, EXIT_REORG_BELOW_FINALITY, Indexer
 from indexer.follower import ReorgBelowFinality
 from tests.support.harness import Harness
-from tests.support.protocol_logs import ADDRESSES, AGG, POOL, SYNTH, VAULT, WRBTC, ZERO, event_log
+from tests.support.protocol_logs import ADDRESSES, POOL, VAULT, WRBTC, ZERO, emergency_burn_logs, event_log, sync_logs
 from tests.support.simchain import RawLog, SimChain
 from tests.support.tables import make_config, read_tables
 
@@ -27,47 +27,9 @@ def activity(kind: int, user: str, amount: int) -> list[RawLog]:
     if kind == 0:
         return [event_log("fee_vault", VAULT, "Deposited", tx, user=user, amount=amount)]
     if kind == 1:
-        return [
-            event_log("rbtc_synth", SYNTH, "Transfer", tx, **{"from": ZERO, "to": user, "amount": amount}),
-            event_log("fee_vault", VAULT, "Spent", tx, user=user, amount=7, by=AGG),
-            event_log(
-                "oracle_aggregator",
-                AGG,
-                "Synced",
-                tx,
-                user=user,
-                newBalanceSats=amount,
-                deltaSats=amount,
-                feeWei=7,
-                height=0,
-                timestamp=0,
-            ),
-        ]
+        return sync_logs(tx, user, amount, amount, 7)
     if kind == 2:
-        return [
-            event_log("rbtc_synth", SYNTH, "Transfer", tx, **{"from": user, "to": ZERO, "amount": amount}),
-            event_log(
-                "oracle_aggregator",
-                AGG,
-                "EmergencyBurn",
-                tx,
-                user=user,
-                burnedAmount=amount,
-                reason="Insufficient fees",
-            ),
-            event_log(
-                "oracle_aggregator",
-                AGG,
-                "Synced",
-                tx,
-                user=user,
-                newBalanceSats=0,
-                deltaSats=-amount,
-                feeWei=0,
-                height=0,
-                timestamp=0,
-            ),
-        ]
+        return emergency_burn_logs(tx, user, amount)
     if kind == 3:
         return [
             event_log(

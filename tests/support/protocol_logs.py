@@ -47,3 +47,46 @@ def event_log(role: str, address: str, name: str, tx_hash: str | None = None, **
             body_types.append(param["type"])
             body_values.append(value)
     return RawLog(address=address, topics=topics, data="0x" + encode(body_types, body_values).hex(), tx_hash=tx_hash)
+
+
+def sync_logs(tx: str, user: str, new: int, delta: int, fee: int) -> list[RawLog]:
+    """The logs of one `sync` transaction, in chain order: the rBTC mint or burn, the fee, then Synced."""
+    transfer = {"from": ZERO, "to": user} if delta > 0 else {"from": user, "to": ZERO}
+    return [
+        event_log("rbtc_synth", SYNTH, "Transfer", tx, **transfer, amount=abs(delta)),
+        event_log("fee_vault", VAULT, "Spent", tx, user=user, amount=fee, by=AGG),
+        event_log(
+            "oracle_aggregator",
+            AGG,
+            "Synced",
+            tx,
+            user=user,
+            newBalanceSats=new,
+            deltaSats=delta,
+            feeWei=fee,
+            height=0,
+            timestamp=0,
+        ),
+    ]
+
+
+def emergency_burn_logs(tx: str, user: str, burned: int) -> list[RawLog]:
+    """The logs of an emergency burn: the burn, EmergencyBurn, then Synced to zero without a fee."""
+    return [
+        event_log("rbtc_synth", SYNTH, "Transfer", tx, **{"from": user, "to": ZERO, "amount": burned}),
+        event_log(
+            "oracle_aggregator", AGG, "EmergencyBurn", tx, user=user, burnedAmount=burned, reason="Insufficient fees"
+        ),
+        event_log(
+            "oracle_aggregator",
+            AGG,
+            "Synced",
+            tx,
+            user=user,
+            newBalanceSats=0,
+            deltaSats=-burned,
+            feeWei=0,
+            height=0,
+            timestamp=0,
+        ),
+    ]

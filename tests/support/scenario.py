@@ -74,9 +74,7 @@ class TxSender:
             self.nonces[address] = self.w3.eth.get_transaction_count(address, "pending")
         return self.nonces[address]
 
-    def send(
-        self, account: LocalAccount, to: str | None, data: str, value: int = 0, gas: int = SINGLE_GAS
-    ) -> str:
+    def send(self, account: LocalAccount, to: str | None, data: str, value: int = 0, gas: int = SINGLE_GAS) -> str:
         """Send one transaction and return its hash (lower-case hex)."""
         for attempt in range(2):
             tx: dict[str, Any] = {
@@ -298,17 +296,7 @@ class ScenarioDriver:
             plans: list[Plan] = []
             for start in range(0, len(self.users), batch_size):
                 chunk = [u.address for u in self.users[start : start + batch_size]]
-                plans.append(self._deposit_many_plan(chunk, [MAX_FEE_PER_SYNC_WEI] * len(chunk)))
-                news = []
-                for address in chunk:
-                    cur = current[address]
-                    if cur > 0 and self.rng.random() < 0.3:
-                        new = self.rng.randint(0, cur - 1)
-                    else:
-                        new = cur + self.rng.randint(1, MAX_SYNC_UP)
-                    news.append(new)
-                    current[address] = new
-                plans.append(self._sync_batch_plan(chunk, news))
+                plans.extend(self._bulk_round(chunk, current))
                 produced += 4 * len(chunk)
             for i in range(0, len(plans), txs_per_block):
                 group = plans[i : i + txs_per_block]
@@ -317,6 +305,23 @@ class ScenarioDriver:
                 if failed:
                     raise RuntimeError(f"bulk transaction reverted: {failed}")
         return produced
+
+    def _bulk_round(self, chunk: list[str], current: dict[str, int]) -> list[Plan]:
+        """Prepay every user of `chunk`, then sync each up (or, sometimes, down); `current` tracks lastSats."""
+        news = []
+        for address in chunk:
+            cur = current[address]
+            new = (
+                self.rng.randint(0, cur - 1)
+                if cur > 0 and self.rng.random() < 0.3
+                else cur + self.rng.randint(1, MAX_SYNC_UP)
+            )
+            news.append(new)
+            current[address] = new
+        return [
+            self._deposit_many_plan(chunk, [MAX_FEE_PER_SYNC_WEI] * len(chunk)),
+            self._sync_batch_plan(chunk, news),
+        ]
 
     # --- sending
     def _rpc(self, method: str, params: list[Any]) -> Any:
@@ -377,9 +382,7 @@ class ScenarioDriver:
     def _participant(self, address: str) -> tuple[Any, ...]:
         return tuple(self.c["yield_scales_pool"].functions.participants(address).call())
 
-    def _pick(
-        self, predicate: Callable[[str], bool] | None = None, strict_chance: float = 0.9
-    ) -> LocalAccount:
+    def _pick(self, predicate: Callable[[str], bool] | None = None, strict_chance: float = 0.9) -> LocalAccount:
         """A random user, preferring one that satisfies predicate (when any does)."""
         if predicate is not None and self.rng.random() < strict_chance:
             matching = [u for u in self.users if predicate(u.address)]
@@ -402,17 +405,13 @@ class ScenarioDriver:
     def _sync_batch_plan(self, users: list[str], news: list[int]) -> Plan:
         params = {"users": [u.lower() for u in users], "new_balances": list(news)}
         gas = min(200_000 + 150_000 * len(users), 29_000_000)
-        return Plan(
-            "sync_batch", self.d.committee, "oracle_aggregator", "syncBatch", [users, news], params, 0, gas
-        )
+        return Plan("sync_batch", self.d.committee, "oracle_aggregator", "syncBatch", [users, news], params, 0, gas)
 
     def _deposit_many_plan(self, users: list[str], amounts: list[int]) -> Plan:
         value = sum(amounts)
         params = {"users": [u.lower() for u in users], "amounts": list(amounts), "value": value}
         gas = min(100_000 + 60_000 * len(users), 29_000_000)
-        return Plan(
-            "deposit_many", self.d.committee, "fee_vault", "depositMany", [users, amounts], params, value, gas
-        )
+        return Plan("deposit_many", self.d.committee, "fee_vault", "depositMany", [users, amounts], params, value, gas)
 
     def _plan_deposit(self) -> Plan:
         user, payer = self._pick(), self._pick()
@@ -434,9 +433,7 @@ class ScenarioDriver:
 
     def _plan_sync_up(self) -> Plan:
         user = self._pick(lambda a: self._prepaid(a) >= MAX_FEE_PER_SYNC_WEI)
-        return self._sync_plan(
-            "sync_up", user, self._last_sats(user.address) + self.rng.randint(1, MAX_SYNC_UP)
-        )
+        return self._sync_plan("sync_up", user, self._last_sats(user.address) + self.rng.randint(1, MAX_SYNC_UP))
 
     def _plan_sync_down(self) -> Plan:
         user = self._pick(lambda a: self._last_sats(a) > 0)
@@ -472,9 +469,7 @@ class ScenarioDriver:
 
     def _plan_emergency(self) -> Plan:
         user = self._pick(lambda a: self._last_sats(a) > 0, strict_chance=0.95)
-        return self._agg_plan(
-            "emergency", "executeEmergencyBurn", [user.address], {"user": user.address.lower()}
-        )
+        return self._agg_plan("emergency", "executeEmergencyBurn", [user.address], {"user": user.address.lower()})
 
     def _plan_reset_emergency(self) -> Plan:
         user = self._pick()
@@ -515,18 +510,14 @@ class ScenarioDriver:
         user = self._pick(lambda a: self._wr(a) > 0)
         amount = self.rng.randint(0, self._wr(user.address))
         params = {"user": user.address.lower(), "amount": amount}
-        return Plan(
-            "slash", self.d.committee, "vault_wrbtc", "slashFromOracle", [user.address, amount], params
-        )
+        return Plan("slash", self.d.committee, "vault_wrbtc", "slashFromOracle", [user.address, amount], params)
 
     def _pool_plan(self, kind: str, fn: str, args: list[Any], params: dict[str, Any]) -> Plan:
         return Plan(kind, self.d.pool_oracle, "yield_scales_pool", fn, args, params)
 
     def _plan_join_holder(self) -> Plan:
         user = self._pick(lambda a: not self._participant(a)[8] and self._rbtc(a) > 0)
-        return self._pool_plan(
-            "join_holder", "joinAsBitcoinHolder", [user.address], {"user": user.address.lower()}
-        )
+        return self._pool_plan("join_holder", "joinAsBitcoinHolder", [user.address], {"user": user.address.lower()})
 
     def _plan_join_trader(self) -> Plan:
         user = self._pick(lambda a: not self._participant(a)[8] or self._participant(a)[0] == 1)
@@ -538,9 +529,7 @@ class ScenarioDriver:
         user = self._pick(lambda a: self._participant(a)[8] and self._participant(a)[0] == 0)
         amount = 0 if self.rng.random() < 0.35 else self.rng.randint(1, 2_000_000)
         params = {"user": user.address.lower(), "amount": amount}
-        return self._pool_plan(
-            "update_contribution", "updateRBTCContribution", [user.address, amount], params
-        )
+        return self._pool_plan("update_contribution", "updateRBTCContribution", [user.address, amount], params)
 
     def _plan_claim(self) -> Plan:
         pool = self.c["yield_scales_pool"]
@@ -558,9 +547,7 @@ class ScenarioDriver:
         pool = self.c["yield_scales_pool"]
         user = self._pick(lambda a: pool.functions.isDisputed(a).call())
         approved = self.rng.random() < 0.5
-        return self._pool_plan(
-            "resolve", "resolveDispute", [user.address, approved], {"user": user.address.lower()}
-        )
+        return self._pool_plan("resolve", "resolveDispute", [user.address, approved], {"user": user.address.lower()})
 
     def _plan_pool_burn(self) -> Plan:
         user = self._pick()
