@@ -30,6 +30,7 @@ FAULTS = {
     "rate limits": {"rate_limit_rate": 0.3},
     "truncated bodies": {"truncate_rate": 0.3},
     "empty getLogs": {"empty_logs_rate": 0.4},
+    "getLogs from another fork": {"forked_logs_rate": 0.4},
     "range limits": {"max_range": 5},
     "lagging backend": {"lag_blocks": 6},
 }

@@ -28,6 +28,7 @@ FAULT_OPTIONS = (
     "rate_limit_style",
     "truncate_rate",
     "empty_logs_rate",
+    "forked_logs_rate",
     "max_range",
     "lag_blocks",
     "down",
@@ -42,6 +43,7 @@ STAT_KEYS = (
     "rate_limit_rpc",
     "truncate",
     "empty_logs",
+    "forked_logs",
     "max_range",
     "lag_rewrites",
     "upstream_error",
@@ -105,6 +107,7 @@ class FaultProxy:
         self.rate_limit_style = "mixed"  # "http" (429), "rpc" (-32005) or "mixed"
         self.truncate_rate = 0.0
         self.empty_logs_rate = 0.0
+        self.forked_logs_rate = 0.0  # eth_getLogs answered from another fork: every log's blockHash differs
         self.max_range: int | None = None
         self.lag_blocks = 0
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -135,6 +138,7 @@ class FaultProxy:
             rate_limit_rate=0.0,
             truncate_rate=0.0,
             empty_logs_rate=0.0,
+            forked_logs_rate=0.0,
             max_range=None,
             lag_blocks=0,
             down=False,
@@ -370,6 +374,15 @@ class FaultProxy:
         if self._roll(self.empty_logs_rate):
             self._bump("empty_logs")
             return _Plan(call, local={"result": []})
+        if self._roll(self.forked_logs_rate):
+            self._bump("forked_logs")
+
+            def other_fork(logs: Any) -> Any:
+                if not isinstance(logs, list):
+                    return logs
+                return [{**log, "blockHash": "0x" + "f" * 64} if isinstance(log, dict) else log for log in logs]
+
+            return _Plan(call, post=other_fork)
         if lag <= 0:
             return _Plan(call)
         head = view.head()
