@@ -311,12 +311,3 @@ class Indexer:
         except db.DatabaseUnavailable:
             log.error("could not record the error in sync_status", error=message)
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll `predicate` until true or timeout; return its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -170,18 +170,11 @@ class LogDecoder:
     def __init__(self, contracts: Iterable[tuple[str, str, Path]]):
         self._specs: dict[tuple[str, str], EventSpec] = {}
         self._roles: dict[str, str] = {}
-        self.topics: set[str] = set()
         for role, address, abi_path in contracts:
             address = address.lower()
             self._roles[address] = role
             for spec in load_event_specs(role, abi_path):
                 self._specs[(address, spec.topic0)] = spec
-                self.topics.add(spec.topic0)
-
-    @property
-    def addresses(self) -> list[str]:
-        """The watched emitter addresses, lower-case."""
-        return sorted(self._roles)
 
     def decode(self, address: str, topics: Sequence[str], data_hex: str) -> Decoded:
         """Decode one raw log; failures come back as a Decoded with `error` set."""
