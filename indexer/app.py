@@ -211,10 +211,10 @@ class Indexer:
                 if self._project_connected(projections, to_block, follower_done):
                     return
             except db.TRANSIENT_ERRORS as exc:
-                log.warning("projections lost the database, reconnecting", error=str(exc).splitlines()[0])
+                log.warning("projections lost the database, reconnecting", error=db.first_line(exc))
                 self.stop.wait(delay)
                 delay = min(10.0, delay * 2)
-                self._recover_store()
+                self.store.try_recover()
 
     def _project_connected(
         self, projections: list[Projection], to_block: int | None, follower_done: threading.Event
@@ -246,12 +246,6 @@ class Indexer:
                     return True
                 wait_for_events(listener, 0.5)
         return False
-
-    def _recover_store(self) -> None:
-        try:
-            self.store.recover()
-        except db.TRANSIENT_ERRORS as exc:
-            log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
 
     def _follower_caught_up(self) -> bool:
         follower = self.state.follower
@@ -310,4 +304,3 @@ class Indexer:
                 )
         except db.DatabaseUnavailable:
             log.error("could not record the error in sync_status", error=message)
-

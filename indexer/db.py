@@ -32,6 +32,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line (its type name when it has no message), for one-line logs."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN without its password, for messages and logs."""
     try:
@@ -48,8 +54,7 @@ def connect(dsn: str, schema: str, *, autocommit: bool = False, timeout: float =
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
     except psycopg.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {first_line}") from None
+        raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {first_line(exc)}") from None
     conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
     if not autocommit:
         conn.commit()

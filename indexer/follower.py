@@ -120,9 +120,9 @@ class Follower:
                 continue
             except db.TRANSIENT_ERRORS as exc:
                 self.progress.last_error = f"database: {exc}"
-                self.log.warning("database unavailable, retrying", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("database unavailable, retrying", error=db.first_line(exc))
                 self.stop.wait(1.0)
-                self._try_recover()
+                self.store.try_recover()
                 cursor = self._reload_cursor()
                 continue
             if not moved:
@@ -139,16 +139,10 @@ class Follower:
             except db.TRANSIENT_ERRORS as exc:
                 if self.stop.is_set():
                     raise
-                self.log.warning("database still unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("database still unavailable", error=db.first_line(exc))
                 self.stop.wait(delay)
                 delay = min(10.0, delay * 2)
-                self._try_recover()
-
-    def _try_recover(self) -> None:
-        try:
-            self.store.recover()
-        except db.TRANSIENT_ERRORS:
-            pass  # still away; the caller waits and tries again
+                self.store.try_recover()
 
     def step(self, cursor: Cursor, to_block: int | None = None) -> tuple[Cursor, bool]:
         """Do one unit of work: append one range, or handle a reorg; return the new cursor and whether it moved."""
@@ -291,14 +285,16 @@ class Follower:
         if cursor.indexed_hash is None or cursor.indexed_block <= cursor.finalized_block:
             return None
         probe = min(cursor.indexed_block, tip.head)
-        window = self.store.window(self.chain_id)
-        known = window.get(probe)
+        if probe == cursor.indexed_block:
+            known = cursor.indexed_hash  # the usual case at the head: no need to read the window
+        else:
+            known = self.store.window(self.chain_id).get(probe, (None,))[0]
         if known is None:
             return None
         raw = self.rpc.call("eth_getBlockByNumber", [hex(probe), False])
         if raw is None:
             return None  # the node is behind or syncing: not a reorg
-        if raw["hash"] == known[0]:
+        if raw["hash"] == known:
             return None
         return self._revert_to_ancestor(cursor, tip, reason="reorg")
 

@@ -12,6 +12,7 @@ from eventsourcing.persistence import IntegrityError, Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
+from indexer import db
 from indexer import events as ev
 
 EVENTS_TABLE = "stored_events"
@@ -165,19 +166,20 @@ class EventStore:
         self.datastore = datastore_for(dsn, schema, pool_size)
         self.recorder = ChainRecorder(self.datastore, events_table_name=EVENTS_TABLE)
 
-    def recover(self) -> None:
+    def try_recover(self) -> bool:
         """After a database outage: replace the connection pool (whose reconnect backoff can outlast the
-        outage by minutes) with a fresh one. Raises a transient error while the database is still away."""
+        outage by minutes) with a fresh one. False, with the old pool kept, while the database is still away."""
         with self._lock:
             datastore = datastore_for(self._dsn, self.schema, self._pool_size)
             try:
                 recorder = ChainRecorder(datastore, events_table_name=EVENTS_TABLE)
                 recorder.datastore.register_type_adapters()
-            except Exception:
+            except db.TRANSIENT_ERRORS:
                 datastore.close()
-                raise
+                return False
             old, self.datastore, self.recorder = self.datastore, datastore, recorder
             old.close()
+            return True
 
     def create_tables(self) -> None:
         """Create the stored-events table (idempotent)."""
@@ -214,10 +216,10 @@ class EventStore:
         try:
             self.recorder.insert_events(stored, advance=advance, chain_id=cursor.chain_id)
         except IntegrityError as exc:
-            raise ConcurrentAppend(str(exc).splitlines()[0]) from None
+            raise ConcurrentAppend(db.first_line(exc)) from None
         except Exception as exc:
             if "cursor moved" in str(exc):
-                raise ConcurrentAppend(str(exc).splitlines()[0]) from None
+                raise ConcurrentAppend(db.first_line(exc)) from None
             raise
         return Cursor(
             cursor.chain_id, advance.new_version, advance.indexed_block, advance.indexed_hash, advance.finalized_block

@@ -160,12 +160,13 @@ class ProjectionRunner:
         if not self.write_status:
             return
         self.conn.execute(
-            "UPDATE sync_status AS s SET indexed_block = greatest(s.indexed_block, c.indexed_block), "
-            "lag_blocks = greatest(0, c_status.head_block - greatest(s.indexed_block, c.indexed_block)), "
+            "UPDATE sync_status AS s SET indexed_block = c.indexed_block, "
+            "lag_blocks = greatest(0, c_status.head_block - c.indexed_block), "
             "updated_at = now() "
             "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
             "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
             "AND s.component = 'projection:' || t.projection "
+            "AND s.indexed_block < c.indexed_block "  # runs on every idle poll: write only what moves
             "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
             (chain_id, [p.name for p in self.projections]),
         )

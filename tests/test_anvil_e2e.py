@@ -3,13 +3,10 @@ model's, across backfill, SIGKILL and restart, rebuild without RPC, and live reo
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,11 +14,10 @@ from web3 import Web3
 
 from indexer.app import EXIT_OK, Indexer
 from tests.support.anvil import start_anvil
-from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model, tables_for_model
+from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model, wait_for_model
+from tests.support.daemon import cli, start_daemon, write_config
 from tests.support.scenario import Deployment, ScenarioDriver
 from tests.support.tables import make_config, read_tables
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -33,32 +29,6 @@ def chain():
         yield node, w3, deployment
     finally:
         node.stop()
-
-
-def write_config(path: Path, database_url: str, schema: str, rpc_url: str, deployment: Deployment, **chain) -> Path:
-    extra = "".join(
-        f"{k} = {v!r}\n" if not isinstance(v, bool) else f"{k} = {str(v).lower()}\n" for k, v in chain.items()
-    )
-    contracts = "".join(
-        f'[[contracts.{role}]]\naddress = "{address}"\nstart_block = {deployment.start_block}\n\n'
-        for role, address in deployment.addresses.items()
-    )
-    path.write_text(
-        f'[chain]\nchain_id = 31337\nrpc_urls = ["{rpc_url}"]\npoll_interval = 0.05\n{extra}\n'
-        f'[database]\nurl = "{database_url}"\nschema = "{schema}"\n\n[http]\nenabled = false\n\n'
-        f'[log]\nformat = "json"\n\n{contracts}'
-    )
-    return path
-
-
-def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "indexer", "--config", str(config), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_backfill_of_a_scenario_equals_the_model(database_url, schema, chain):
@@ -89,12 +59,7 @@ def test_sigkill_during_backfill_then_restart_loses_and_duplicates_nothing(datab
     )
     kills = 0
     while kills < 3:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "indexer", "--config", str(config), "run", "--to-block", str(head)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_daemon(config, "run", "--to-block", str(head))
         time.sleep(1.0 + 0.4 * kills)
         if proc.poll() is not None:
             break
@@ -147,13 +112,7 @@ def test_live_following_through_anvil_reorgs_ends_equal_to_the_model(database_ur
         driver.run(15)  # different transactions on top of the reverted state
         w3.provider.make_request("evm_mine", [])
         driver.model.recheck_canonical(w3)
-        expected = driver.model.expected_tables()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if tables_for_model(database_url, schema, expected) == _sorted(expected):
-                break
-            time.sleep(0.2)
-        assert_tables_match_model(database_url, schema, expected)
+        wait_for_model(database_url, schema, driver.model.expected_tables())
         with psycopg.connect(database_url) as conn:
             reverts = conn.execute(
                 f"SELECT count(*) FROM \"{schema}\".stored_events WHERE topic LIKE '%BlocksReverted%'"
@@ -163,12 +122,6 @@ def test_live_following_through_anvil_reorgs_ends_equal_to_the_model(database_ur
         stop.set()
         worker.join(timeout=20)
     assert result == [EXIT_OK]
-
-
-def _sorted(expected):
-    from tests.support.compare import sorted_model
-
-    return sorted_model(expected)
 
 
 def test_cli_errors_are_one_clear_line(database_url, schema, chain, tmp_path):
@@ -196,14 +149,7 @@ def test_unreachable_rpc_is_retried_with_backoff_and_reported(database_url, sche
     config = write_config(
         tmp_path / "c.toml", database_url, schema, "http://user:key@127.0.0.1:9/secretkey", deployment
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "indexer", "--config", str(config), "run"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start_daemon(config, "run", stderr=subprocess.PIPE)
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)

@@ -7,7 +7,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -18,11 +17,11 @@ from web3 import Web3
 from indexer.app import EXIT_OK, Indexer
 from tests.support.anvil import start_anvil
 from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model
+from tests.support.daemon import cli, start_daemon, write_config
 from tests.support.faultproxy import FaultProxy
 from tests.support.scenario import Deployment, ScenarioDriver
 from tests.support.tables import make_config
 from tests.support.tcpproxy import TcpProxy
-from tests.test_anvil_e2e import REPO, cli, write_config
 
 FAULTS = {
     "http errors": {"error_rate": 0.3},
@@ -115,12 +114,7 @@ def test_thirty_sigkills_with_faults_during_backfill_and_live_following(database
             )
             kills = 0
             for round_ in range(30):
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "indexer", "--config", str(config), "run"],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                proc = start_daemon(config, "run")
                 if round_ >= 10:
                     driver.run(rng.randint(1, 4))  # live following: the chain keeps moving
                 time.sleep(rng.uniform(0.8, 2.0))
@@ -174,14 +168,7 @@ def test_database_restart_mid_run_is_survived_without_operator_action(database_u
         driver = ScenarioDriver(w3, deployment, seed=51, users=20)
         driver.run(30)
         config = write_config(tmp_path / "c.toml", dsn, schema, node.url, deployment)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "indexer", "--config", str(config), "run"],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        proc = start_daemon(config, "run", stderr=subprocess.PIPE)
         wait_until_indexed(database_url, schema, w3.eth.block_number, proc)
         started = time.monotonic()
         if cluster is not None:

@@ -13,9 +13,9 @@ from indexer.app import EXIT_OK, Indexer
 from projections import registry
 from projections.rebuild import RebuildInProgress, rebuild
 from tests.support.anvil import start_anvil
-from tests.support.compare import assert_tables_match_model, sorted_model, tables_for_model
+from tests.support.compare import wait_for_model
+from tests.support.daemon import cli, write_config
 from tests.support.scenario import Deployment, ScenarioDriver
-from tests.test_anvil_e2e import cli, write_config
 
 
 @pytest.fixture
@@ -42,19 +42,6 @@ def running(database_url, schema, tmp_path):
         thread.join(timeout=30)
         node.stop()
     assert result == [EXIT_OK]
-
-
-def wait_for_model(database_url: str, schema: str, expected: dict, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    want = sorted_model(expected)
-    while time.monotonic() < deadline:
-        try:
-            if tables_for_model(database_url, schema, expected) == want:
-                return
-        except psycopg.errors.UndefinedTable:
-            pass  # the daemon has not migrated yet
-        time.sleep(0.2)
-    assert_tables_match_model(database_url, schema, expected)
 
 
 @pytest.mark.parametrize("depth", ["inside the undo window", "below the undo window"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -52,3 +53,19 @@ def assert_every_log_stored_once(
     emitters = [Web3.to_checksum_address(a) for a in addresses]
     on_chain = len(w3.eth.get_logs({"fromBlock": start, "toBlock": head, "address": emitters}))
     assert stored == (on_chain, on_chain), f"stored (logs, distinct logs) {stored}, on chain {on_chain}"
+
+
+def wait_for_model(
+    database_url: str, schema: str, expected: dict[str, list[dict[str, Any]]], timeout: float = 60
+) -> None:
+    """Until a running daemon's tables equal the model; then (or at the timeout) assert it, with the difference."""
+    deadline = time.monotonic() + timeout
+    want = sorted_model(expected)
+    while time.monotonic() < deadline:
+        try:
+            if tables_for_model(database_url, schema, expected) == want:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass  # the daemon has not migrated yet
+        time.sleep(0.2)
+    assert_tables_match_model(database_url, schema, expected)
