@@ -6,15 +6,15 @@ between generated histories.
 
 from __future__ import annotations
 
-from indexer import db
+from indexer.chain.rpc import RpcClient
 from indexer.config import Config
-from indexer.decoding import LogDecoder
-from indexer.fetcher import AdaptiveSpan, LogFetcher
-from indexer.follower import Follower
-from indexer.rpc import RpcClient
-from indexer.store import Cursor, EventStore
-from projections import registry
-from projections.runner import NeedsRebuild, ProjectionRunner
+from indexer.decode.decoder import LogDecoder
+from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
+from indexer.follow.follower import Follower
+from indexer.store import db
+from indexer.store.event_store import Cursor, EventStore
+from projections.engine import registry
+from projections.engine.runner import NeedsRebuild, ProjectionRunner
 
 STATE_TABLES = (
     "stored_events",
@@ -94,7 +94,7 @@ class Harness:
                 self.runner.run_until_caught_up()
                 return
             except NeedsRebuild as exc:
-                from projections.rebuild import rebuild
+                from projections.engine.rebuild import rebuild
 
                 rebuild(self.dsn, self.schema, self.store, registry.build([exc.projection])[0])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from eth_abi import encode
 
 from indexer.config import ABI_DIR, DEFAULT_ABI_FILES
-from indexer.decoding import topic0_of
+from indexer.decode.decoder import topic0_of
 from tests.support.simchain import RawLog
 
 # Emitter addresses of the protocol's contracts on the simulated chain.

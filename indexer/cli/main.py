@@ -1,0 +1,195 @@
+"""The `rbtc-indexer` command line: run, replay, rebuild, status, migrate."""
+
+from __future__ import annotations
+
+import faulthandler
+import signal
+import sys
+import threading
+import time
+
+import click
+import orjson
+import structlog
+
+from indexer.chain.rpc import RpcError
+from indexer.config import ConfigError, load_config
+from indexer.follow.follower import ChainMismatch, ReorgBelowFinality
+from indexer.ops import logging_setup as logs
+from indexer.runtime import app as app_module
+from indexer.store import db
+from indexer.store.locks import AlreadyRunning, follower_lock
+from indexer.store.status import format_status, read_status
+from projections.engine import registry
+from projections.engine.rebuild import RebuildInProgress, rebuild
+
+log = structlog.get_logger("cli")
+CONFIG_ENV = "RBTC_INDEXER_CONFIG"
+
+
+class _Fail(click.ClickException):
+    """One clear line on stderr and a chosen exit code."""
+
+    def __init__(self, message: str, code: int = app_module.EXIT_ERROR):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"rbtc-indexer: error: {self.message}", err=True)
+
+
+def _indexer(ctx: click.Context, stop: threading.Event | None = None) -> app_module.Indexer:
+    path = ctx.obj["config_path"]
+    if not path:
+        raise _Fail(f"no configuration file: pass --config PATH or set {CONFIG_ENV}", app_module.EXIT_USAGE)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise _Fail(f"bad configuration: {exc}", app_module.EXIT_USAGE) from None
+    logs.configure(ctx.obj["log_format"] or config.log.format, config.log.level)
+    return app_module.Indexer(config, stop=stop)
+
+
+def _guard(action):  # type: ignore[no-untyped-def]
+    """Turn expected operational failures into one line and an exit code."""
+    try:
+        return action()
+    except db.DatabaseUnavailable as exc:
+        raise _Fail(str(exc)) from None
+    except AlreadyRunning as exc:
+        raise _Fail(str(exc), app_module.EXIT_ALREADY_RUNNING) from None
+    except ReorgBelowFinality as exc:
+        raise _Fail(str(exc), app_module.EXIT_REORG_BELOW_FINALITY) from None
+    except (ChainMismatch, RpcError, registry.UnknownProjection, RebuildInProgress) as exc:
+        raise _Fail(str(exc)) from None
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    envvar=CONFIG_ENV,
+    type=click.Path(dir_okay=False),
+    help=f"TOML configuration file (or ${CONFIG_ENV}).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="Override log.format from the configuration.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_format: str | None) -> None:
+    """Event-sourced indexer for the ReserveBTC protocol."""
+    ctx.obj = {"config_path": config_path, "log_format": log_format}
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the schema, the event store and the read tables."""
+    indexer = _indexer(ctx)
+    applied = _guard(indexer.migrate)
+    click.echo(f"schema {indexer.schema}: applied {applied or 'nothing new'}")
+
+
+@main.command()
+@click.option("--only", multiple=True, help="Run only 'follower' or 'projection:NAME' (repeatable).")
+@click.option("--to-block", type=int, default=None, help="Exit 0 once every projection has processed this block.")
+@click.pass_context
+def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None) -> None:
+    """Follow the chain and keep the read tables current (a long-running service)."""
+    for item in only:
+        if item != "follower" and not item.startswith("projection:"):
+            raise _Fail(f"--only {item!r}: expected 'follower' or 'projection:NAME'", app_module.EXIT_USAGE)
+    stop = threading.Event()
+    indexer = _indexer(ctx, stop)
+    _install_signal_handlers(stop)
+    from indexer.ops.service import Service  # the service layer imports prometheus and HTTP only when running
+
+    code = _guard(lambda: Service(indexer).run(list(only) or None, to_block))
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--from-block", type=int, required=True, help="First block to re-ingest.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="How long to wait for a running daemon to perform the replay.",
+)
+@click.pass_context
+def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
+    """Re-ingest from a block: revert blocks >= N in the store and fetch them again."""
+    indexer = _indexer(ctx)
+    _guard(indexer.migrate)
+    chain_id = indexer.config.chain.chain_id
+    lock = follower_lock(indexer.dsn, indexer.schema, chain_id)
+    if _guard(lock.try_acquire):
+        try:
+            follower = indexer.follower()
+            cursor = indexer.store.cursor(chain_id, indexer.config.start_block())
+            previous = cursor.indexed_block
+            _guard(lambda: follower.rewind(cursor, from_block))
+            click.echo(f"reverted blocks {from_block}..{previous}; re-ingesting up to {previous}")
+        finally:
+            lock.release()
+        code = _guard(lambda: indexer.run(to_block=previous))
+        click.echo("replay complete" if code == 0 else f"replay stopped with exit code {code}")
+        sys.exit(code)
+    # A daemon holds the writer lock: ask it to rewind, and wait until it has.
+    with db.connection(indexer.dsn, indexer.schema, autocommit=True) as conn:
+        request_id = conn.execute(
+            "INSERT INTO replay_requests (chain_id, from_block) VALUES (%s, %s) RETURNING id", (chain_id, from_block)
+        ).fetchone()[0]  # type: ignore[index]
+        click.echo(f"replay request {request_id} queued for the running daemon")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = conn.execute("SELECT done_at FROM replay_requests WHERE id = %s", (request_id,)).fetchone()
+            if done and done[0] is not None:
+                click.echo(f"the daemon reverted blocks from {from_block} and is re-ingesting them")
+                return
+            time.sleep(0.2)
+    raise _Fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
+
+
+@main.command(name="rebuild")
+@click.argument("names", nargs=-1)
+@click.pass_context
+def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Rebuild projections (all, or NAMES) from the event store alone, blue/green. Needs no RPC."""
+    indexer = _indexer(ctx)
+    projections = _guard(lambda: registry.build(list(names) or None))
+    _guard(lambda: db.migrate(indexer.dsn, indexer.schema))
+    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections))
+    for name in result.projections:
+        click.echo(f"rebuilt {name}")
+    click.echo(
+        f"{len(result.projections)} projection(s) from {result.events_read} stored events in {result.seconds:.2f}s"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show head, indexed block, lag and errors of the follower and every projection."""
+    indexer = _indexer(ctx)
+    document = _guard(lambda: read_status(indexer.dsn, indexer.schema))
+    if as_json:
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_status(document))
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: object) -> None:
+        log.info("shutdown requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: a stuck daemon explains itself.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

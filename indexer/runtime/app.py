@@ -1,0 +1,306 @@
+"""Wiring: from a Config to the RPC client, event store, follower and projection workers, and `run`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import psycopg
+import structlog
+
+from indexer.chain.rpc import RpcClient, RpcUnavailable
+from indexer.config import Config
+from indexer.decode.decoder import LogDecoder
+from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
+from indexer.follow.follower import Follower, ReorgBelowFinality
+from indexer.store import db
+from indexer.store.event_store import EVENTS_TABLE, EventStore
+from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
+from projections.engine import registry
+from projections.engine.rebuild import rebuild
+from projections.engine.runner import NeedsRebuild, ProjectionRunner, wait_for_events
+from projections.models.base import Projection
+
+log = structlog.get_logger("indexer")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REORG_BELOW_FINALITY, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
+
+
+@dataclass
+class Hooks:
+    """Callbacks for observability (metrics, systemd notifications); all optional."""
+
+    on_append: Callable | None = None
+    on_batch: Callable | None = None
+    on_ready: Callable[[], None] | None = None
+    rpc_observer: Callable | None = None
+
+
+@dataclass
+class RunState:
+    """What `run` is doing, for status endpoints and readiness."""
+
+    follower: Follower | None = None
+    projections_caught_up: bool = False
+    failure: BaseException | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Indexer:
+    """One configured indexer: its store, chain access, and the workers `run` starts."""
+
+    def __init__(self, config: Config, *, stop: threading.Event | None = None, hooks: Hooks | None = None):
+        self.config = config
+        self.dsn = config.database.url
+        self.schema = config.database.schema_
+        self.stop = stop or threading.Event()
+        self.hooks = hooks or Hooks()
+        self.state = RunState()
+        self._last_rpc_report = -1e9
+
+    # -- building blocks ----------------------------------------------------------------------------
+
+    @cached_property
+    def store(self) -> EventStore:
+        store = EventStore(self.dsn, self.schema, self.config.database.pool_size)
+        store.create_tables()
+        return store
+
+    @cached_property
+    def rpc(self) -> RpcClient:
+        chain = self.config.chain
+        return RpcClient(
+            chain.rpc_urls,
+            timeout=chain.request_timeout,
+            observer=self.hooks.rpc_observer,
+            stop=self.stop,
+            on_failure=self._report_rpc_failure,
+        )
+
+    @cached_property
+    def decoder(self) -> LogDecoder:
+        return LogDecoder((role, c.address, self.config.abi_path(role, c)) for role, c in self.config.watched())
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations and create the event store's table."""
+        applied = db.migrate(self.dsn, self.schema)
+        _ = self.store
+        return applied
+
+    def follower(self) -> Follower:
+        chain = self.config.chain
+        span = AdaptiveSpan(
+            self._learned_span() or chain.initial_block_range, chain.max_block_range, on_change=self._remember_span
+        )
+        return Follower(
+            chain_id=chain.chain_id,
+            rpc=self.rpc,
+            store=self.store,
+            fetcher=LogFetcher(self.rpc, self.config.start_blocks(), span),
+            decoder=self.decoder,
+            start_block=self.config.start_block(),
+            confirmations=chain.confirmations,
+            use_finalized_tag=chain.use_finalized_tag,
+            poll_interval=chain.poll_interval,
+            stop=self.stop,
+            on_append=self.hooks.on_append,
+            take_rewind_request=self._take_rewind_request,
+        )
+
+    def runner(self, conn: psycopg.Connection, projections: list[Projection]) -> ProjectionRunner:
+        return ProjectionRunner(
+            self.store,
+            conn,
+            projections,
+            journal_schema=self.schema,
+            table_schema=self.schema,
+            page_size=max(1, self.config.indexer.batch_size // 1000),
+            stop=self.stop,
+            on_batch=self.hooks.on_batch,
+        )
+
+    # -- run ----------------------------------------------------------------------------------------
+
+    def run(self, only: list[str] | None = None, to_block: int | None = None) -> int:
+        """Follow the chain and keep every projection current until stopped (or until `to_block` is applied)."""
+        want_follower = not only or "follower" in only
+        names = [o.split(":", 1)[1] for o in only or [] if o.startswith("projection:")]
+        projections = registry.build(names or None) if (not only or names) else []
+        self.migrate()
+        locks: list[AdvisoryLock] = []
+        try:
+            if want_follower:
+                lock = follower_lock(self.dsn, self.schema, self.config.chain.chain_id)
+                lock.acquire_or_fail("chain follower")
+                locks.append(lock)
+            for p in projections:
+                lock = projection_lock(self.dsn, self.schema, p.name)
+                lock.acquire_or_fail(f"projection {p.name}")
+                locks.append(lock)
+            return self._run_workers(want_follower, projections, to_block)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def _run_workers(self, want_follower: bool, projections: list[Projection], to_block: int | None) -> int:
+        follower_done = threading.Event()
+        threads = []
+        if want_follower:
+            follower = self.follower()
+            self.state.follower = follower
+
+            def follow() -> None:
+                follower.check_chain()
+                follower.run(to_block)
+
+            threads.append(self._thread("follower", follow, follower_done))
+        else:
+            follower_done.set()
+        if projections:
+            threads.append(
+                self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
+            )
+        log.info(
+            "indexer running",
+            schema=self.schema,
+            chain=self.config.chain.chain_id,
+            follower=want_follower,
+            projections=[p.name for p in projections],
+            to_block=to_block,
+        )
+        while any(t.is_alive() for t in threads):
+            if self.state.failure is not None:
+                self.stop.set()
+            for t in threads:
+                t.join(timeout=0.2)
+        failure = self.state.failure
+        if isinstance(failure, ReorgBelowFinality):
+            self._record_error("follower", str(failure))
+            log.error("stopping: reorg below finality", error=str(failure))
+            return EXIT_REORG_BELOW_FINALITY
+        if failure is not None:
+            log.error("stopping after an error", error=f"{type(failure).__name__}: {failure}")
+            return EXIT_ERROR
+        log.info("indexer stopped cleanly")
+        return EXIT_OK
+
+    def _thread(self, name: str, target: Callable[[], None], done: threading.Event | None) -> threading.Thread:
+        def body() -> None:
+            try:
+                target()
+            except BaseException as exc:  # surfaced to the main thread, which stops the others
+                if not (isinstance(exc, RpcUnavailable) and self.stop.is_set()):
+                    self.state.failure = exc
+                    self.stop.set()
+            finally:
+                if done is not None:
+                    done.set()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _project(self, projections: list[Projection], to_block: int | None, follower_done: threading.Event) -> None:
+        """Keep projections current; reconnect (with backoff) whenever the database goes away."""
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                if self._project_connected(projections, to_block, follower_done):
+                    return
+            except db.TRANSIENT_ERRORS as exc:
+                log.warning("projections lost the database, reconnecting", error=db.first_line(exc))
+                self.stop.wait(delay)
+                delay = min(10.0, delay * 2)
+                self.store.try_recover()
+
+    def _project_connected(
+        self, projections: list[Projection], to_block: int | None, follower_done: threading.Event
+    ) -> bool:
+        """Run projections on one set of connections; True when a bounded run is complete."""
+        with (
+            db.connection(self.dsn, self.schema, autocommit=True) as conn,
+            db.connection(self.dsn, self.schema, autocommit=True) as listener,
+        ):
+            listener.execute(f'LISTEN "{EVENTS_TABLE}"')
+            runner = self.runner(conn, projections)
+            while not self.stop.is_set():
+                finished_follower = follower_done.is_set() and self._follower_reached(to_block)
+                try:
+                    read = runner.run_until_caught_up()
+                except NeedsRebuild as exc:
+                    log.warning("projection needs a rebuild", projection=exc.projection, error=str(exc))
+                    target = next(p for p in projections if p.name == exc.projection)
+                    rebuild(self.dsn, self.schema, self.store, target, stop=self.stop)
+                    continue
+                if read == 0:
+                    runner.mark_caught_up(self.config.chain.chain_id)
+                self.state.projections_caught_up = read == 0 or self.state.projections_caught_up
+                if self._follower_caught_up():
+                    self.state.ready.set()
+                    if self.hooks.on_ready:
+                        self.hooks.on_ready()
+                if to_block is not None and finished_follower and read == 0:
+                    return True
+                wait_for_events(listener, 0.5)
+        return False
+
+    def _follower_caught_up(self) -> bool:
+        follower = self.state.follower
+        return follower is None or follower.progress.caught_up
+
+    def _follower_reached(self, to_block: int | None) -> bool:
+        if to_block is None:
+            return False
+        cursor = self.store.cursor(self.config.chain.chain_id, self.config.start_block())
+        return cursor.indexed_block >= to_block
+
+    # -- replay requests ------------------------------------------------------------------------------
+
+    def _take_rewind_request(self) -> int | None:
+        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
+            row = conn.execute(
+                "UPDATE replay_requests SET done_at = now() WHERE id = (SELECT id FROM replay_requests "
+                "WHERE done_at IS NULL AND chain_id = %s ORDER BY id LIMIT 1) RETURNING from_block",
+                (self.config.chain.chain_id,),
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def _learned_span(self) -> int | None:
+        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT block_range FROM rpc_range_hints WHERE endpoint = %s", (self._span_key(),)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def _remember_span(self, span: int) -> None:
+        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO rpc_range_hints (endpoint, block_range) VALUES (%s, %s) ON CONFLICT (endpoint) "
+                "DO UPDATE SET block_range = excluded.block_range, updated_at = now()",
+                (self._span_key(), span),
+            )
+
+    def _span_key(self) -> str:
+        return f"chain:{self.config.chain.chain_id}"
+
+    def _report_rpc_failure(self, message: str) -> None:
+        """Record the latest RPC failure in sync_status, at most every few seconds."""
+        now = time.monotonic()
+        if now - self._last_rpc_report < 5.0:
+            return
+        self._last_rpc_report = now
+        self._record_error("follower", f"RPC: {message}")
+
+    def _record_error(self, component: str, message: str) -> None:
+        try:
+            with db.connection(self.dsn, self.schema, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO sync_status (component, last_error) VALUES (%s, %s) ON CONFLICT (component) "
+                    "DO UPDATE SET last_error = excluded.last_error, updated_at = now()",
+                    (component, message),
+                )
+        except db.DatabaseUnavailable:
+            log.error("could not record the error in sync_status", error=message)

@@ -1,0 +1,164 @@
+"""Blue/green rebuild of projections from the event store alone (no RPC).
+
+The new tables are built in a shadow schema, caught up to the store's end, then swapped in with the live
+tracking row in one transaction, while holding that row's lock so the live worker pauses for the swap
+only. Readers see the old complete table until the commit and the new complete one after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from indexer.store import db
+from indexer.store.event_store import EventStore
+from projections.engine.runner import ProjectionRunner
+from projections.models.base import Projection
+
+log = structlog.get_logger("rebuild")
+
+
+class RebuildInProgress(Exception):
+    """Another rebuild of the same projection holds its lock."""
+
+
+@dataclass
+class RebuildResult:
+    projections: list[str]
+    events_read: int
+    seconds: float
+
+
+def _shadow_schema(schema: str, names: list[str]) -> str:
+    digest = hashlib.sha1(",".join(sorted(names)).encode()).hexdigest()[:8]
+    return f"{schema}_rb_{digest}"
+
+
+def _lock_key(schema: str, projection: str) -> str:
+    return f"rbtc-rebuild:{schema}:{projection}"
+
+
+def rebuild(
+    dsn: str,
+    schema: str,
+    store: EventStore,
+    projections: Projection | list[Projection],
+    *,
+    page_size: int = 5,
+    stop: threading.Event | None = None,
+) -> RebuildResult:
+    """Rebuild projections blue/green in one pass over the store (each stored event is read and decoded
+    once for all of them); raise RebuildInProgress if another rebuild of any of them is running."""
+    chosen = projections if isinstance(projections, list) else [projections]
+    names = [p.name for p in chosen]
+    started = time.monotonic()
+    shadow = _shadow_schema(schema, names)
+    with db.connection(dsn, schema, autocommit=True) as lock_conn:
+        taken: list[str] = []
+        try:
+            for name in names:
+                got = lock_conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(schema, name),))
+                row = got.fetchone()
+                if not row or not row[0]:
+                    raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
+                taken.append(name)
+            _create_shadow(dsn, schema, shadow, chosen)
+            with db.connection(dsn, shadow, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
+                )
+                runner = ProjectionRunner(
+                    store,
+                    conn,
+                    chosen,
+                    journal_schema=schema,
+                    table_schema=shadow,
+                    page_size=page_size,
+                    write_status=False,
+                    stop=stop,
+                )
+                events_read = runner.run_until_caught_up()
+                events_read += _catch_up_and_swap(conn, runner, schema, shadow, chosen)
+        finally:
+            for name in taken:
+                lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, name),))
+    result = RebuildResult(names, events_read, time.monotonic() - started)
+    log.info(
+        "projections rebuilt and swapped in", projections=names, events=events_read, seconds=round(result.seconds, 3)
+    )
+    return result
+
+
+def _create_shadow(dsn: str, schema: str, shadow: str, projections: list[Projection]) -> None:
+    with db.connection(dsn, schema) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
+        conn.execute("DELETE FROM undo_journal WHERE table_schema = %s", (shadow,))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(shadow)))
+        tables = [t for p in projections for t in p.tables]
+        for table in (*tables, "projection_tracking"):
+            conn.execute(
+                sql.SQL("CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)").format(
+                    sql.Identifier(shadow), sql.Identifier(table), sql.Identifier(schema), sql.Identifier(table)
+                )
+            )
+        for table in tables:
+            conn.execute("SELECT rbtc_attach_undo(%s::regclass)", (f'"{shadow}"."{table}"',))
+        conn.commit()
+
+
+def _catch_up_and_swap(
+    conn: psycopg.Connection, runner: ProjectionRunner, schema: str, shadow: str, projections: list[Projection]
+) -> int:
+    """Under the live tracking rows' locks: apply what is left, then swap tables, journal and positions."""
+    ident = sql.Identifier
+    names = [p.name for p in projections]
+    tables = [t for p in projections for t in p.tables]
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.projection_tracking (projection) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+            ).format(ident(schema)),
+            (names,),
+        )
+        conn.execute(
+            sql.SQL(
+                "SELECT 1 FROM {}.projection_tracking WHERE projection = ANY(%s) ORDER BY projection FOR UPDATE"
+            ).format(ident(schema)),
+            (names,),
+        )
+        events_read = runner.run_until_caught_up()
+        conn.execute("SELECT set_config('rbtc.undo_block', '', true)")
+        for view in db.view_files():
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(ident(schema), ident(view.stem)))
+        for table in tables:
+            conn.execute(sql.SQL("DROP TABLE {}.{}").format(ident(schema), ident(table)))
+            conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(shadow), ident(table), ident(schema)))
+        conn.execute(
+            sql.SQL("DELETE FROM {}.undo_journal WHERE table_schema = %s AND table_name = ANY(%s)").format(
+                ident(schema)
+            ),
+            (schema, tables),
+        )
+        conn.execute(
+            sql.SQL("UPDATE {}.undo_journal SET table_schema = %s WHERE table_schema = %s").format(ident(schema)),
+            (schema, shadow),
+        )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {live}.projection_tracking AS l SET notification_id = s.notification_id, "
+                "finalized_seen = s.finalized_seen, indexed_block = s.indexed_block, "
+                "events_applied = s.events_applied, updated_at = now() "
+                "FROM {shadow}.projection_tracking AS s WHERE l.projection = s.projection AND l.projection = ANY(%s)"
+            ).format(live=ident(schema), shadow=ident(shadow)),
+            (names,),
+        )
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident(schema)))
+        db.recreate_views(conn)
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident(shadow)))
+    return events_read

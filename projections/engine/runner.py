@@ -1,0 +1,295 @@
+"""Runs projections over the event store: in order, in batches, exactly once, reorg-safe.
+
+For each batch and each projection, one transaction writes the projection's tables and its tracking row
+(position, highest finalized block seen, last block applied). Logs of blocks above the finalized block are
+applied one block at a time with `rbtc.undo_block` set, so the journal trigger records row images; a
+BlocksReverted event replays those images backwards. Logs that a later BlocksReverted orphaned are skipped
+outright, which is what makes a rebuild from the store equal a build from the final canonical chain.
+"""
+
+from __future__ import annotations
+
+import bisect
+import select
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+import psycopg
+import structlog
+from psycopg import pq
+from psycopg.rows import dict_row
+
+from indexer.store import events as ev
+from indexer.store.event_store import EventStore
+from projections.models.base import Log, Projection
+
+log = structlog.get_logger("projections")
+
+
+class NeedsRebuild(Exception):
+    """A revert reaches blocks this projection applied as final: only a rebuild from the store can undo it."""
+
+    def __init__(self, projection: str, from_block: int, finalized_seen: int):
+        super().__init__(
+            f"projection {projection}: blocks from {from_block} were reverted, but blocks up to {finalized_seen} "
+            "were applied as final; rebuilding from the store"
+        )
+        self.projection = projection
+        self.from_block = from_block
+
+
+class RevertIndex:
+    """Every BlocksReverted in the store: answers 'from which block is a log of notification n orphaned?'."""
+
+    def __init__(self, store: EventStore):
+        self.store = store
+        self.ids: list[int] = []
+        self.from_blocks: list[int] = []
+        self._suffix_min: list[int] = []
+        self.horizon = 0
+
+    def refresh(self, upto: int) -> None:
+        """Learn every revert with notification id <= upto (and whatever else is stored by now)."""
+        if upto <= self.horizon:
+            return
+        latest = self.store.max_notification_id()
+        for n in self.store.reverted_notifications_after(self.horizon, latest):
+            event = ev.decode(n.topic, n.state)
+            assert isinstance(event, ev.BlocksReverted)
+            self.ids.append(n.id)
+            self.from_blocks.append(event.from_block)
+        self.horizon = max(latest, upto)
+        self._suffix_min = list(self.from_blocks)
+        for i in range(len(self._suffix_min) - 2, -1, -1):
+            self._suffix_min[i] = min(self._suffix_min[i], self._suffix_min[i + 1])
+
+    def orphaned_from(self, notification_id: int) -> int | None:
+        """Lowest reverted block among reverts stored after this notification (None if none)."""
+        i = bisect.bisect_right(self.ids, notification_id)
+        return self._suffix_min[i] if i < len(self._suffix_min) else None
+
+    def after(self, notification_id: int) -> list[tuple[int, int]]:
+        """(id, from_block) of the reverts stored after a notification."""
+        i = bisect.bisect_right(self.ids, notification_id)
+        return list(zip(self.ids[i:], self.from_blocks[i:], strict=True))
+
+
+@dataclass
+class Tracking:
+    projection: str
+    notification_id: int
+    finalized_seen: int
+    indexed_block: int
+    events_applied: int
+
+
+class ProjectionRunner:
+    """Applies the store's events to a set of projections, each from its own tracked position.
+
+    `conn` is an autocommit connection whose search_path makes unqualified table names reach the projection's
+    tables (the live schema, or a rebuild's shadow schema first); `journal_schema` holds the undo journal.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        conn: psycopg.Connection,
+        projections: Sequence[Projection],
+        *,
+        journal_schema: str,
+        table_schema: str,
+        page_size: int = 50,
+        write_status: bool = True,
+        stop: threading.Event | None = None,
+        on_batch: Callable[[str, Tracking, int, list[float]], None] | None = None,
+    ):
+        self.store = store
+        self.conn = conn
+        self.projections = list(projections)
+        self.journal_schema = journal_schema
+        self.table_schema = table_schema
+        self.page_size = page_size
+        self.write_status = write_status
+        self.stop = stop or threading.Event()
+        self.on_batch = on_batch
+        self.reverts = RevertIndex(store)
+        with conn.transaction():
+            for p in self.projections:
+                conn.execute(
+                    "INSERT INTO projection_tracking (projection) VALUES (%s) ON CONFLICT DO NOTHING", (p.name,)
+                )
+
+    def positions(self) -> dict[str, Tracking]:
+        """Each projection's tracking row."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied "
+                "FROM projection_tracking WHERE projection = ANY(%s)",
+                ([p.name for p in self.projections],),
+            )
+            return {r["projection"]: Tracking(**r) for r in cur.fetchall()}
+
+    def run_once(self, stop_at: int | None = None) -> int:
+        """Apply one page of events to every projection behind it; return the number of stored events read."""
+        positions = self.positions()
+        low = min(t.notification_id for t in positions.values())
+        page = self.store.notifications(low, self.page_size, stop=stop_at)
+        if not page:
+            return 0
+        self.reverts.refresh(page[-1].id)
+        decoded = [(n.id, ev.decode(n.topic, n.state)) for n in page]
+        for projection in self.projections:
+            self._apply_page(projection, decoded)
+        return len(page)
+
+    def run_until_caught_up(self, stop_at: int | None = None) -> int:
+        """Apply pages until no event is left (up to `stop_at`); return the number of stored events read."""
+        total = 0
+        while not self.stop.is_set():
+            read = self.run_once(stop_at)
+            if read == 0:
+                return total
+            total += read
+        return total
+
+    def mark_caught_up(self, chain_id: int) -> None:
+        """Projections that have applied every stored event are as current as the follower's cursor, even
+        over blocks without logs (which produce no events): say so in sync_status."""
+        if not self.write_status:
+            return
+        self.conn.execute(
+            "UPDATE sync_status AS s SET indexed_block = c.indexed_block, "
+            "lag_blocks = greatest(0, c_status.head_block - c.indexed_block), "
+            "updated_at = now() "
+            "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
+            "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
+            "AND s.component = 'projection:' || t.projection "
+            "AND s.indexed_block < c.indexed_block "  # runs on every idle poll: write only what moves
+            "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
+            (chain_id, [p.name for p in self.projections]),
+        )
+
+    # -- one projection, one page, one transaction ----------------------------------------------------
+
+    def _apply_page(self, projection: Projection, decoded: list[tuple[int, ev.ChainEvent | None]]) -> None:
+        with self.conn.transaction():
+            with self.conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied "
+                    "FROM projection_tracking WHERE projection = %s FOR UPDATE",
+                    (projection.name,),
+                )
+                row = cur.fetchone()
+            assert row is not None
+            state = Tracking(**row)
+            todo = [(nid, e) for nid, e in decoded if nid > state.notification_id]
+            if not todo:
+                return
+            for _, from_block in self.reverts.after(state.notification_id):
+                if from_block <= state.finalized_seen:
+                    raise NeedsRebuild(projection.name, from_block, state.finalized_seen)
+            applied, latencies = self._apply_events(projection, state, todo)
+            state.notification_id = todo[-1][0]
+            state.events_applied += applied
+            self.conn.execute(
+                "UPDATE projection_tracking SET notification_id = %s, finalized_seen = %s, indexed_block = %s, "
+                "events_applied = %s, updated_at = now() WHERE projection = %s",
+                (
+                    state.notification_id,
+                    state.finalized_seen,
+                    state.indexed_block,
+                    state.events_applied,
+                    projection.name,
+                ),
+            )
+            self.conn.execute(
+                "DELETE FROM undo_journal WHERE table_schema = %s AND table_name = ANY(%s) AND block_number <= %s",
+                (self.table_schema, list(projection.tables), state.finalized_seen),
+            )
+            if self.write_status:
+                self._write_status(projection.name, state)
+        if self.on_batch:
+            self.on_batch(projection.name, state, applied, latencies)
+
+    def _apply_events(
+        self, projection: Projection, state: Tracking, todo: list[tuple[int, ev.ChainEvent | None]]
+    ) -> tuple[int, list[float]]:
+        final: list[Log] = []
+        applied = 0
+        latencies: list[float] = []
+
+        def flush() -> None:
+            if final:
+                self._set_undo_block(None)
+                projection.apply(self.conn, final)
+                final.clear()
+
+        for nid, event in todo:
+            if isinstance(event, ev.LogsIngested):
+                state.finalized_seen = max(state.finalized_seen, event.finalized)
+                orphaned_from = self.reverts.orphaned_from(nid)
+                logs = [
+                    lg
+                    for lg in event.logs
+                    if not lg.get("error")
+                    and (lg["role"], lg["event"]) in projection.handles
+                    and (orphaned_from is None or lg["block_number"] < orphaned_from)
+                ]
+                for block, group in groupby(logs, key=lambda lg: lg["block_number"]):
+                    if block <= state.finalized_seen:
+                        final.extend(group)
+                    else:
+                        flush()
+                        self._set_undo_block(block)
+                        projection.apply(self.conn, list(group))
+                applied += len(logs)
+                state.indexed_block = max(state.indexed_block, event.to_block)
+                latencies.append(event.observed_at)
+            elif isinstance(event, ev.BlocksReverted):
+                flush()
+                self.conn.execute(
+                    "SELECT rbtc_undo(%s, %s, %s, %s)",
+                    (self.journal_schema, self.table_schema, list(projection.tables), event.from_block),
+                )
+                state.indexed_block = min(state.indexed_block, event.from_block - 1)
+        flush()
+        self._set_undo_block(None)
+        return applied, latencies
+
+    def _set_undo_block(self, block: int | None) -> None:
+        self.conn.execute("SELECT set_config('rbtc.undo_block', %s, true)", ("" if block is None else str(block),))
+
+    def _write_status(self, name: str, state: Tracking) -> None:
+        self.conn.execute(
+            "INSERT INTO sync_status (component, indexed_block, events_processed, lag_blocks, updated_at) "
+            "VALUES (%(c)s, %(b)s, %(n)s, NULL, now()) "
+            "ON CONFLICT (component) DO UPDATE SET indexed_block = excluded.indexed_block, "
+            "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
+            "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
+            "              WHERE component = 'follower')",
+            {"c": f"projection:{name}", "b": state.indexed_block, "n": state.events_applied},
+        )
+
+
+def wait_for_events(conn: psycopg.Connection, timeout: float) -> bool:
+    """Block until a NOTIFY arrives on `conn` (which must LISTEN already) or the timeout passes.
+
+    Waits on the socket itself rather than with `Connection.notifies`, so that a connection the server has
+    closed raises OperationalError at once instead of leaving the worker waiting.
+    """
+    ready, _, _ = select.select([conn.fileno()], [], [], timeout)
+    if not ready:
+        return False
+    conn.pgconn.consume_input()
+    notified = False
+    while conn.pgconn.notifies() is not None:
+        notified = True
+    if not notified:
+        # Readable without a notification: the server sent an error or closed the connection; reading
+        # again raises OperationalError in that case.
+        conn.pgconn.consume_input()
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the notification connection was closed")
+    return notified
