@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from indexer.errors import ConfigError
+
 ROLES = ("oracle_aggregator", "rbtc_synth", "fee_vault", "vault_wrbtc", "yield_scales_pool")
 ABI_DIR = Path(__file__).resolve().parent.parent / "abi"
 DEFAULT_ABI_FILES = {
@@ -20,10 +22,6 @@ DEFAULT_ABI_FILES = {
 }
 ENV_RPC_URL = "RBTC_INDEXER_RPC_URL"
 ENV_DATABASE_URL = "RBTC_INDEXER_DATABASE_URL"
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; the message names the file and the key."""
 
 
 class _Strict(BaseModel):

@@ -21,6 +21,7 @@ import structlog
 from web3 import HTTPProvider
 
 from indexer.config import redact_url
+from indexer.errors import Retryable
 
 log = structlog.get_logger("rpc")
 
@@ -36,7 +37,7 @@ _RATE_LIMIT = re.compile(r"(rate.?limit|too many requests|exceeded .*capacity|re
 _FINAL_CODES = {-32601, -32602, -32600, -32700}
 
 
-class RpcError(Exception):
+class RpcError(Retryable):
     """A JSON-RPC call that failed; `retryable` says whether trying again may help."""
 
     def __init__(self, message: str, *, code: int | None = None, endpoint: str = "", retryable: bool = True):

@@ -12,16 +12,15 @@ import click
 import orjson
 import structlog
 
-from indexer.chain.rpc import RpcError
-from indexer.config import ConfigError, load_config
-from indexer.follow.follower import ChainMismatch, ReorgBelowFinality
+from indexer.config import load_config
+from indexer.errors import ConfigError, ExitCode, IndexerError, exit_code_of
 from indexer.ops import logging_setup as logs
 from indexer.runtime import app as app_module
 from indexer.store import db
-from indexer.store.locks import AlreadyRunning, follower_lock
+from indexer.store.locks import follower_lock
 from indexer.store.status import format_status, read_status
 from projections.engine import registry
-from projections.engine.rebuild import RebuildInProgress, rebuild
+from projections.engine.rebuild import rebuild
 
 log = structlog.get_logger("cli")
 CONFIG_ENV = "RBTC_INDEXER_CONFIG"
@@ -30,7 +29,7 @@ CONFIG_ENV = "RBTC_INDEXER_CONFIG"
 class _Fail(click.ClickException):
     """One clear line on stderr and a chosen exit code."""
 
-    def __init__(self, message: str, code: int = app_module.EXIT_ERROR):
+    def __init__(self, message: str, code: int = ExitCode.ERROR):
         super().__init__(message)
         self.exit_code = code
 
@@ -41,11 +40,11 @@ class _Fail(click.ClickException):
 def _indexer(ctx: click.Context, stop: threading.Event | None = None) -> app_module.Indexer:
     path = ctx.obj["config_path"]
     if not path:
-        raise _Fail(f"no configuration file: pass --config PATH or set {CONFIG_ENV}", app_module.EXIT_USAGE)
+        raise _Fail(f"no configuration file: pass --config PATH or set {CONFIG_ENV}", ExitCode.USAGE)
     try:
         config = load_config(path)
     except ConfigError as exc:
-        raise _Fail(f"bad configuration: {exc}", app_module.EXIT_USAGE) from None
+        raise _Fail(f"bad configuration: {exc}", exit_code_of(exc)) from None
     logs.configure(ctx.obj["log_format"] or config.log.format, config.log.level)
     return app_module.Indexer(config, stop=stop)
 
@@ -54,14 +53,8 @@ def _guard(action):  # type: ignore[no-untyped-def]
     """Turn expected operational failures into one line and an exit code."""
     try:
         return action()
-    except db.DatabaseUnavailable as exc:
-        raise _Fail(str(exc)) from None
-    except AlreadyRunning as exc:
-        raise _Fail(str(exc), app_module.EXIT_ALREADY_RUNNING) from None
-    except ReorgBelowFinality as exc:
-        raise _Fail(str(exc), app_module.EXIT_REORG_BELOW_FINALITY) from None
-    except (ChainMismatch, RpcError, registry.UnknownProjection, RebuildInProgress) as exc:
-        raise _Fail(str(exc)) from None
+    except IndexerError as exc:
+        raise _Fail(str(exc), exit_code_of(exc)) from None
 
 
 @click.group()
@@ -101,7 +94,7 @@ def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None) -> None
     """Follow the chain and keep the read tables current (a long-running service)."""
     for item in only:
         if item != "follower" and not item.startswith("projection:"):
-            raise _Fail(f"--only {item!r}: expected 'follower' or 'projection:NAME'", app_module.EXIT_USAGE)
+            raise _Fail(f"--only {item!r}: expected 'follower' or 'projection:NAME'", ExitCode.USAGE)
     stop = threading.Event()
     indexer = _indexer(ctx, stop)
     _install_signal_handlers(stop)

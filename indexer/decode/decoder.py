@@ -15,10 +15,12 @@ from pathlib import Path
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
+from indexer.errors import IndexerError
+
 WordDecoder = Callable[[bytes], str | bool]
 
 
-class UndecodableLog(Exception):
+class UndecodableLog(IndexerError):
     """A log whose topics or data do not match the event its topic0 names."""
 
 

@@ -16,6 +16,7 @@ import structlog
 
 from indexer.chain.rpc import RpcClient, RpcError, RpcUnavailable
 from indexer.decode.decoder import LogDecoder
+from indexer.errors import Fatal, ReorgBelowFinality
 from indexer.fetch.fetcher import FetchedRange, Header, InconsistentResponse, LogFetcher
 from indexer.store import db
 from indexer.store.event_store import ConcurrentAppend, Cursor, CursorAdvance, EventStore
@@ -24,11 +25,7 @@ from indexer.store.events import BlocksReverted, LogsIngested
 log = structlog.get_logger("follower")
 
 
-class ReorgBelowFinality(Exception):
-    """The chain changed at or below a block the indexer already treated as final."""
-
-
-class ChainMismatch(Exception):
+class ChainMismatch(Fatal):
     """The RPC endpoint serves a different chain than the configuration names."""
 
 

@@ -18,12 +18,13 @@ from typing import Any, TextIO
 
 import structlog
 
+from indexer.errors import ExitCode
 from indexer.follow.follower import Follower
 from indexer.ops.http import OpsServer
 from indexer.ops.metrics import Metrics
 from indexer.ops.progress import BackfillProgress, wanted
 from indexer.ops.systemd import Heartbeat, Notifier, Watchdog, watchdog_period
-from indexer.runtime.app import EXIT_ALREADY_RUNNING, EXIT_ERROR, EXIT_OK, EXIT_REORG_BELOW_FINALITY, Hooks, Indexer
+from indexer.runtime.app import Hooks, Indexer
 from indexer.store.status import read_status
 from projections.engine import registry
 
@@ -32,12 +33,6 @@ log = structlog.get_logger("service")
 STALE_AFTER_MIN = 60.0  # seconds without any loop activity before the process counts as hung
 STATUS_EVERY = 5.0  # seconds between STATUS= updates within one phase
 EXTEND_EVERY, EXTEND_BY = 15.0, 60.0  # start-timeout extensions while a healthy backfill runs
-EXIT_NAMES = {
-    EXIT_OK: "clean",
-    EXIT_ERROR: "error",
-    EXIT_REORG_BELOW_FINALITY: "reorg below finality",
-    EXIT_ALREADY_RUNNING: "already running",
-}
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,7 @@ class Service:
                 self.http = server.start()
             except (OSError, ValueError) as exc:
                 log.error("cannot serve the HTTP endpoints", listen=self.config.http.listen, error=str(exc))
-                return EXIT_ERROR
+                return ExitCode.ERROR
         base = self.indexer.hooks
         beat = self._beat
         mine = Hooks(on_append=beat, on_batch=beat, on_ready=self._on_ready, rpc_observer=beat)
@@ -123,14 +118,14 @@ class Service:
         outcome = "stopped: interrupted"
         try:
             code = self.indexer.run(only, to_block)
-            outcome = f"stopped: exit code {code} ({EXIT_NAMES.get(code, 'error')})"
+            outcome = f"stopped: exit code {code} ({ExitCode.describe(code)})"
             return code
         except Exception as exc:
             outcome = f"stopped: {type(exc).__name__}: {exc}"
             raise
         finally:
             self.running = False
-            if code == EXIT_OK and to_block is not None:
+            if code == ExitCode.OK and to_block is not None:
                 self.metrics.projections_reached(to_block)
                 self._mark_ready("bounded run complete")
             self._send_stopping(outcome, final=True)

@@ -14,6 +14,7 @@ import structlog
 from indexer.chain.rpc import RpcClient, RpcUnavailable
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
+from indexer.errors import exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follow.follower import Follower, ReorgBelowFinality
 from indexer.store import db
@@ -26,7 +27,6 @@ from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REORG_BELOW_FINALITY, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -180,12 +180,11 @@ class Indexer:
         if isinstance(failure, ReorgBelowFinality):
             self._record_error("follower", str(failure))
             log.error("stopping: reorg below finality", error=str(failure))
-            return EXIT_REORG_BELOW_FINALITY
-        if failure is not None:
+        elif failure is not None:
             log.error("stopping after an error", error=f"{type(failure).__name__}: {failure}")
-            return EXIT_ERROR
-        log.info("indexer stopped cleanly")
-        return EXIT_OK
+        else:
+            log.info("indexer stopped cleanly")
+        return exit_code_of(failure)
 
     def _thread(self, name: str, target: Callable[[], None], done: threading.Event | None) -> threading.Thread:
         def body() -> None:

@@ -13,11 +13,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import PoolTimeout
 
+from indexer.errors import Retryable
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(Retryable):
     """The database could not be reached; the message says where (without the password)."""
 
 

@@ -12,13 +12,14 @@ from eventsourcing.persistence import IntegrityError, Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
+from indexer.errors import Retryable
 from indexer.store import db
 from indexer.store import events as ev
 
 EVENTS_TABLE = "stored_events"
 
 
-class ConcurrentAppend(Exception):
+class ConcurrentAppend(Retryable):
     """Another writer advanced the stream first; nothing was appended."""
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from indexer.errors import AlreadyRunning
 from indexer.store import db
-
-
-class AlreadyRunning(Exception):
-    """Another process holds the lock this one needs."""
 
 
 class AdvisoryLock:

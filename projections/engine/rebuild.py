@@ -16,6 +16,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from indexer.errors import Fatal
 from indexer.store import db
 from indexer.store.event_store import EventStore
 from projections.engine.runner import ProjectionRunner
@@ -24,7 +25,7 @@ from projections.models.base import Projection
 log = structlog.get_logger("rebuild")
 
 
-class RebuildInProgress(Exception):
+class RebuildInProgress(Fatal):
     """Another rebuild of the same projection holds its lock."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from indexer.errors import Fatal
 from projections.models.balances import BalancesProjection
 from projections.models.base import Projection
 from projections.models.emergency_burns import EmergencyBurnsProjection
@@ -19,7 +20,7 @@ ALL: tuple[type[Projection], ...] = (
 NAMES = tuple(p.name for p in ALL)
 
 
-class UnknownProjection(Exception):
+class UnknownProjection(Fatal):
     """A projection name that is not registered."""
 
 

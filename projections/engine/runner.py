@@ -21,6 +21,7 @@ import structlog
 from psycopg import pq
 from psycopg.rows import dict_row
 
+from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
 from projections.models.base import Log, Projection
@@ -28,7 +29,7 @@ from projections.models.base import Log, Projection
 log = structlog.get_logger("projections")
 
 
-class NeedsRebuild(Exception):
+class NeedsRebuild(IndexerError):
     """A revert reaches blocks this projection applied as final: only a rebuild from the store can undo it."""
 
     def __init__(self, projection: str, from_block: int, finalized_seen: int):

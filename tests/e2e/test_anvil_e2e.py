@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from web3 import Web3
 
-from indexer.runtime.app import EXIT_OK, Indexer
+from indexer.errors import ExitCode
+from indexer.runtime.app import Indexer
 from tests.support.anvil import start_anvil
 from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model, wait_for_model
 from tests.support.daemon import cli, start_daemon, write_config
@@ -37,7 +38,7 @@ def test_backfill_of_a_scenario_equals_the_model(database_url, schema, chain):
     driver.run(160)
     config = make_config(database_url, schema, [node.url], deployment.addresses, start_block=deployment.start_block)
     started = time.monotonic()
-    assert Indexer(config).run(to_block=w3.eth.block_number) == EXIT_OK
+    assert Indexer(config).run(to_block=w3.eth.block_number) == ExitCode.OK
     elapsed = time.monotonic() - started
     expected = driver.model.expected_tables()
     assert_tables_match_model(database_url, schema, expected)
@@ -121,7 +122,7 @@ def test_live_following_through_anvil_reorgs_ends_equal_to_the_model(database_ur
     finally:
         stop.set()
         worker.join(timeout=20)
-    assert result == [EXIT_OK]
+    assert result == [ExitCode.OK]
 
 
 def test_cli_errors_are_one_clear_line(database_url, schema, chain, tmp_path):

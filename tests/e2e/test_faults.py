@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from web3 import Web3
 
-from indexer.runtime.app import EXIT_OK, Indexer
+from indexer.errors import ExitCode
+from indexer.runtime.app import Indexer
 from tests.support.anvil import start_anvil
 from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model
 from tests.support.daemon import cli, start_daemon, write_config
@@ -63,7 +64,7 @@ def test_tables_equal_the_model_under_rpc_faults(database_url, schema, scenario,
             request_timeout=1.0,
             initial_block_range=64,
         )
-        assert Indexer(config).run(to_block=head) == EXIT_OK
+        assert Indexer(config).run(to_block=head) == ExitCode.OK
         injected = {k: v for k, v in proxy.stats.items() if k not in ("requests", "upstream_calls") and v}
     assert injected, "no fault was injected"
     print(f"{fault}: {injected}")
@@ -86,7 +87,7 @@ def test_failover_to_a_second_endpoint_and_back(database_url, schema, scenario):
             initial_block_range=4,
             max_block_range=4,
         )
-        assert Indexer(config).run(to_block=head) == EXIT_OK
+        assert Indexer(config).run(to_block=head) == ExitCode.OK
         assert second.stats["upstream_calls"] > 0 and first.stats["upstream_calls"] > 0
     assert_tables_match_model(database_url, schema, driver.model.expected_tables())
 

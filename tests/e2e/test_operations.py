@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from web3 import Web3
 
-from indexer.runtime.app import EXIT_OK, Indexer
+from indexer.errors import ExitCode
+from indexer.runtime.app import Indexer
 from projections.engine import registry
 from projections.engine.rebuild import RebuildInProgress, rebuild
 from tests.support.anvil import start_anvil
@@ -41,7 +42,7 @@ def running(database_url, schema, tmp_path):
         stop.set()
         thread.join(timeout=30)
         node.stop()
-    assert result == [EXIT_OK]
+    assert result == [ExitCode.OK]
 
 
 @pytest.mark.parametrize("depth", ["inside the undo window", "below the undo window"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from indexer.runtime.app import EXIT_OK, Indexer
+from indexer.errors import ExitCode
+from indexer.runtime.app import Indexer
 from indexer.store.status import read_status
 from tests.support.protocol_logs import (
     ADDRESSES,
@@ -54,7 +55,7 @@ def test_backfill_builds_every_table_and_counts_undecodable_logs(database_url, s
         )
         chain.mine([], count=5)
         config = make_config(database_url, schema, [chain.url], ADDRESSES)
-        assert Indexer(config).run(to_block=chain.head) == EXIT_OK
+        assert Indexer(config).run(to_block=chain.head) == ExitCode.OK
         tables = read_tables(database_url, schema)
         status = read_status(database_url, schema)
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from indexer.errors import ExitCode
 from indexer.follow.follower import ReorgBelowFinality
-from indexer.runtime.app import EXIT_OK, EXIT_REORG_BELOW_FINALITY, Indexer
+from indexer.runtime.app import Indexer
 from tests.support.harness import Harness
 from tests.support.protocol_logs import ADDRESSES, POOL, VAULT, WRBTC, ZERO, emergency_burn_logs, event_log, sync_logs
 from tests.support.simchain import RawLog, SimChain
@@ -141,14 +142,14 @@ def test_reorg_below_finality_stops_the_daemon_with_its_own_exit_code(database_u
         for i in range(6):
             chain.mine(activity(0, USERS[0], i + 1))
         config = make_config(database_url, schema, [chain.url], ADDRESSES)
-        assert Indexer(config).run(to_block=chain.head) == EXIT_OK
+        assert Indexer(config).run(to_block=chain.head) == ExitCode.OK
         chain.reorg(4, [activity(1, USERS[1], 5)] * 5)  # reaches below the finalized block the indexer saw
         h = Harness(config)
         h.connect_chain(chain.url)
         with pytest.raises(ReorgBelowFinality):
             h.follow_to_head()
         h.close()
-        assert Indexer(config).run(to_block=chain.head) == EXIT_REORG_BELOW_FINALITY
+        assert Indexer(config).run(to_block=chain.head) == ExitCode.REORG_BELOW_FINALITY
     with psycopg.connect(database_url) as conn:
         error = conn.execute(
             f'SELECT last_error FROM "{schema}".sync_status WHERE component = %s', ("follower",)
@@ -181,9 +182,9 @@ def test_a_reorg_while_stopped_is_found_on_start_up(database_url, schema, tmp_pa
         for i in range(8):
             chain.mine(activity(i % 7, USERS[i % 3], i + 10))
         config = make_config(database_url, schema, [chain.url], ADDRESSES)
-        assert Indexer(config).run(to_block=chain.head) == EXIT_OK
+        assert Indexer(config).run(to_block=chain.head) == ExitCode.OK
         chain.reorg(3, [activity(2, USERS[0], 3), activity(0, USERS[1], 4)])  # shorter fork, lower head
-        assert Indexer(config).run(to_block=chain.head) == EXIT_OK
+        assert Indexer(config).run(to_block=chain.head) == ExitCode.OK
         live = read_tables(database_url, schema)
         ref_schema = f"{schema}_ref"
         assert Indexer(make_config(database_url, ref_schema, [chain.url], ADDRESSES)).run(to_block=chain.head) == 0

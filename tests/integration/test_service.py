@@ -24,13 +24,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from indexer.config import Config, HttpConfig
+from indexer.errors import ExitCode
 from indexer.follow.follower import FollowerProgress
 from indexer.ops.http import OpsServer, parse_listen
 from indexer.ops.metrics import Metrics, combine
 from indexer.ops.progress import BackfillProgress, render, wanted
 from indexer.ops.service import Plan, Service
 from indexer.ops.systemd import Heartbeat, Notifier, Watchdog, watchdog_period
-from indexer.runtime.app import EXIT_OK, Hooks, Indexer, RunState
+from indexer.runtime.app import Hooks, Indexer, RunState
 from indexer.store.events import BlocksReverted, LogsIngested
 from projections.engine.runner import Tracking
 from tests.support.protocol_logs import event_log
@@ -342,7 +343,7 @@ class ScriptedIndexer:
         self.hooks.on_append(progress, LogsIngested(1, 4, 10, "0xabc", 5, 10, logs=[]))
         self.hooks.on_ready()
         self.stop.wait(20)
-        return EXIT_OK
+        return ExitCode.OK
 
 
 def test_endpoints_and_notifications_follow_readiness(database_url, schema, notify_socket):
@@ -379,7 +380,7 @@ def test_endpoints_and_notifications_follow_readiness(database_url, schema, noti
 
         indexer.stop.set()
         thread.join(10)
-        assert result == [EXIT_OK]
+        assert result == [ExitCode.OK]
         notify_socket.wait_for("STOPPING=1")
     finally:
         indexer.stop.set()
@@ -464,7 +465,7 @@ def test_service_runs_a_bounded_backfill_and_tells_systemd(database_url, schema,
         chain.mine([], count=5)
         config = http_config(make_config(database_url, schema, [chain.url], ADDRESSES))
         service = Service(Indexer(config))
-        assert service.run(None, to_block=chain.head) == EXIT_OK
+        assert service.run(None, to_block=chain.head) == ExitCode.OK
     notify_socket.drain(0.2)
     lines = notify_socket.lines()
     assert "READY=1" in lines and "STOPPING=1" in lines
@@ -519,7 +520,7 @@ def test_service_follows_the_head_and_serves_live_endpoints(database_url, schema
         finally:
             indexer.stop.set()
             thread.join(30)
-    assert result == [EXIT_OK]
+    assert result == [ExitCode.OK]
     notify_socket.wait_for("STOPPING=1")
 
 
