@@ -19,6 +19,7 @@ import orjson
 import requests
 import structlog
 from web3 import HTTPProvider
+from web3.types import RPCEndpoint
 
 from indexer.config import redact_url
 from indexer.errors import Retryable
@@ -67,7 +68,7 @@ class RpcUnavailable(RpcError):
     """Every attempt failed and the caller's retry budget is spent (or shutdown was requested)."""
 
 
-def classify_error(error: dict, endpoint: str) -> RpcError:
+def classify_error(error: dict[str, Any], endpoint: str) -> RpcError:
     """Turn a JSON-RPC error object into the matching exception."""
     code = error.get("code")
     message = str(error.get("message", "")) + (f" ({error['data']})" if isinstance(error.get("data"), str) else "")
@@ -138,23 +139,24 @@ class RpcClient:
 
     # -- public API -------------------------------------------------------------------------------
 
-    def call(self, method: str, params: list, *, attempts: int | None = None) -> Any:
-        """One call's result, retried and failed over until it succeeds or `attempts` are spent."""
-        return self._with_retries(method, lambda ep: self._single(ep, method, params), attempts)
+    def call(self, method: str, params: list[Any]) -> Any:
+        """One call's result, retried with backoff and failed over until it succeeds or shutdown is requested."""
+        return self._with_retries(method, lambda ep: self._single(ep, method, params))
 
-    def batch(self, calls: Sequence[tuple[str, list]], *, attempts: int | None = None) -> list[Any]:
+    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
         """Results of several calls sent as one JSON-RPC batch to one endpoint (all or nothing)."""
         if not calls:
             return []
         label = calls[0][0] if len({m for m, _ in calls}) == 1 else "batch"
-        return self._with_retries(label, lambda ep: self._batch(ep, calls), attempts)
+        results: list[Any] = self._with_retries(label, lambda ep: self._batch(ep, calls))
+        return results
 
     def chain_id(self) -> int:
         return int(self.call("eth_chainId", []), 16)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _single(self, endpoint: Endpoint, method: str, params: list) -> Any:
+    def _single(self, endpoint: Endpoint, method: str, params: list[Any]) -> Any:
         response = self._post(endpoint, method, lambda: endpoint.provider.make_request(method, params))
         if not isinstance(response, dict):
             raise RpcError(f"malformed response to {method}", endpoint=endpoint.label)
@@ -164,8 +166,9 @@ class RpcClient:
             raise RpcError(f"response to {method} has neither result nor error", endpoint=endpoint.label)
         return response["result"]
 
-    def _batch(self, endpoint: Endpoint, calls: Sequence[tuple[str, list]]) -> list[Any]:
-        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(list(calls)))
+    def _batch(self, endpoint: Endpoint, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        requests_ = [(RPCEndpoint(m), p) for m, p in calls]
+        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(requests_))
         if isinstance(responses, dict) and responses.get("error"):
             raise classify_error(responses["error"], endpoint.label)
         if not isinstance(responses, list) or len(responses) != len(calls):
@@ -213,7 +216,7 @@ class RpcClient:
             return healthy[0]
         return min(self.endpoints, key=lambda e: e.down_until)
 
-    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any], attempts: int | None) -> Any:
+    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any]) -> Any:
         tries = 0
         while True:
             endpoint = self._pick()
@@ -240,8 +243,6 @@ class RpcClient:
                     attempt=tries,
                     code=exc.code,
                 )
-                if attempts is not None and tries >= attempts:
-                    raise RpcUnavailable(f"{method}: {exc} (after {tries} attempts)", endpoint=endpoint.label) from exc
                 continue
             if endpoint.failures:
                 log.info("rpc endpoint recovered", endpoint=endpoint.label, after_failures=endpoint.failures)

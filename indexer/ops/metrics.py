@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from indexer.follow.follower import FollowerProgress
-from indexer.runtime.app import Hooks
+from indexer.runtime.hooks import Hooks
 from indexer.store.events import BlocksReverted, LogsIngested
 from projections.engine.runner import Tracking
 

@@ -24,7 +24,8 @@ from indexer.ops.http import OpsServer
 from indexer.ops.metrics import Metrics
 from indexer.ops.progress import BackfillProgress, wanted
 from indexer.ops.systemd import Heartbeat, Notifier, Watchdog, watchdog_period
-from indexer.runtime.app import Hooks, Indexer
+from indexer.runtime.app import Indexer
+from indexer.runtime.hooks import Hooks
 from indexer.store.status import read_status
 from projections.engine import registry
 

@@ -14,9 +14,10 @@ import structlog
 from indexer.chain.rpc import RpcClient, RpcUnavailable
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
-from indexer.errors import exit_code_of
+from indexer.errors import ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
-from indexer.follow.follower import Follower, ReorgBelowFinality
+from indexer.follow.follower import Follower
+from indexer.runtime.hooks import Hooks
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
@@ -27,16 +28,6 @@ from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
 
-
-
-@dataclass
-class Hooks:
-    """Callbacks for observability (metrics, systemd notifications); all optional."""
-
-    on_append: Callable | None = None
-    on_batch: Callable | None = None
-    on_ready: Callable[[], None] | None = None
-    rpc_observer: Callable | None = None
 
 
 @dataclass

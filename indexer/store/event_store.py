@@ -73,6 +73,7 @@ class ChainRecorder(PostgresApplicationRecorder):
                     binary=True,
                 )
                 row = curs.fetchone()
+                assert row is not None  # INSERT … RETURNING yields one row
                 ids.append(row["notification_id"])
             return ids
 
@@ -228,7 +229,10 @@ class EventStore:
 
     def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
         """Stored events with notification id greater than `after`, in order (ids may have gaps)."""
-        return self.recorder.select_notifications(after, limit, stop=stop, inclusive_of_start=False)
+        notifications: Sequence[Notification] = self.recorder.select_notifications(
+            after, limit, stop=stop, inclusive_of_start=False
+        )
+        return notifications
 
     def reverted_notifications_after(self, after: int, stop: int) -> list[Notification]:
         """Every BlocksReverted event with after < notification id <= stop."""

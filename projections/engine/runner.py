@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import cast
 
 import psycopg
 import structlog
@@ -231,13 +232,16 @@ class ProjectionRunner:
             if isinstance(event, ev.LogsIngested):
                 state.finalized_seen = max(state.finalized_seen, event.finalized)
                 orphaned_from = self.reverts.orphaned_from(nid)
-                logs = [
-                    lg
-                    for lg in event.logs
-                    if not lg.get("error")
-                    and (lg["role"], lg["event"]) in projection.handles
-                    and (orphaned_from is None or lg["block_number"] < orphaned_from)
-                ]
+                logs = cast(
+                    list[Log],
+                    [
+                        lg
+                        for lg in event.logs
+                        if not lg["error"]
+                        and (lg["role"], lg["event"]) in projection.handles
+                        and (orphaned_from is None or lg["block_number"] < orphaned_from)
+                    ],
+                )
                 for block, group in groupby(logs, key=lambda lg: lg["block_number"]):
                     if block <= state.finalized_seen:
                         final.extend(group)
