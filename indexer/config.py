@@ -30,7 +30,6 @@ class _Strict(BaseModel):
 
 
 class ChainConfig(_Strict):
-    name: str = "chain"
     chain_id: int = Field(gt=0)
     rpc_urls: list[str] = Field(min_length=1)
     confirmations: int = Field(default=64, ge=0, description="fallback finality depth for nodes without 'finalized'")
