@@ -19,6 +19,9 @@ from indexer.store import events as ev
 EVENTS_TABLE = "stored_events"
 
 
+CURSOR_MOVED = "RBI01"  # SQLSTATE raised by rbtc_advance_cursor (sql/010_cursor_guard_sqlstate.sql)
+
+
 class ConcurrentAppend(Retryable):
     """Another writer advanced the stream first; nothing was appended."""
 
@@ -220,7 +223,7 @@ class EventStore:
         except IntegrityError as exc:
             raise ConcurrentAppend(db.first_line(exc)) from None
         except Exception as exc:
-            if "cursor moved" in str(exc):
+            if db.sqlstate(exc) == CURSOR_MOVED:
                 raise ConcurrentAppend(db.first_line(exc)) from None
             raise
         return Cursor(
