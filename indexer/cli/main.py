@@ -18,6 +18,7 @@ from indexer.config import load_config
 from indexer.errors import ConfigError, ExitCode, IndexerError, exit_code_of
 from indexer.ops import logging_setup as logs
 from indexer.runtime import app as app_module
+from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.locks import follower_lock
 from indexer.store.status import format_status, read_status
@@ -90,15 +91,13 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None) -> None:
     """Follow the chain and keep the read tables current (a long-running service)."""
-    for item in only:
-        if item != "follower" and not item.startswith("projection:"):
-            _fail(f"--only {item!r}: expected 'follower' or 'projection:NAME'", ExitCode.USAGE)
+    plan = _guard(lambda: RunPlan.parse(only))
     stop = threading.Event()
     indexer = _indexer(ctx, stop)
     _install_signal_handlers(stop)
     from indexer.ops.service import Service  # the service layer imports prometheus and HTTP only when running
 
-    code = _guard(lambda: Service(indexer).run(list(only) or None, to_block))
+    code = _guard(lambda: Service(indexer).run(plan, to_block))
     sys.exit(code)
 
 

@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
+from indexer.store.status import projection_component
 from projections.models.base import Log, Projection
 
 log = structlog.get_logger("projections")
@@ -274,7 +275,7 @@ class ProjectionRunner:
             "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
             "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
             "              WHERE component = 'follower')",
-            {"c": f"projection:{name}", "b": state.indexed_block, "n": state.events_applied},
+            {"c": projection_component(name), "b": state.indexed_block, "n": state.events_applied},
         )
 
 
