@@ -424,8 +424,8 @@ def expect_participants(logs: list[HandledLog]) -> list[dict[str, Any]]:
         if lg["role"] != "yield_scales_pool":
             continue
         args, now, block, event = lg["args"], lg["block_timestamp"], lg["block_number"], lg["event"]
-        user = args.get("user")
-        row = rows.get(user) if user else None
+        user: str = args.get("user", "")
+        row = rows.get(user)
         if event == "ParticipantJoined":
             kind, amount = _n(args["participantType"]), _n(args["amount"])
             if row is None:
