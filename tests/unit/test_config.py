@@ -4,6 +4,7 @@ start blocks and ABI paths are resolved as documented."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -227,8 +228,6 @@ def test_parse_config_reads_the_process_environment_when_no_env_is_given(
 ) -> None:
     monkeypatch.setenv(ENV_RPC_URL, "https://from-env.example")
     monkeypatch.setenv(ENV_DATABASE_URL, "postgresql://env@db/x")
-    import tomllib
-
     config = parse_config(tomllib.loads(MINIMAL), "inline.toml")
     assert config.chain.rpc_urls == ["https://from-env.example"]
     assert config.database.url == "postgresql://env@db/x"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_utils.crypto import keccak
 
 from indexer.config import ABI_DIR, DEFAULT_ABI_FILES
 from indexer.decode.decoder import LogDecoder
@@ -447,8 +448,6 @@ def test_blocks_without_logs_have_an_empty_bloom(recorded: dict[str, Any]) -> No
 def test_a_bloom_bit_is_where_the_yellow_paper_puts_it() -> None:
     """Bit b of the 2048-bit bloom is bit (b % 8) of byte 255 - b // 8; each value sets the three bits named by
     the low 11 bits of the first three byte pairs of its keccak."""
-    from eth_utils.crypto import keccak
-
     value = bytes.fromhex("ab" * 20)
     digest = keccak(value)
     expected = tuple(((digest[i] << 8) | digest[i + 1]) % 2048 for i in (0, 2, 4))
