@@ -28,13 +28,23 @@ log = structlog.get_logger("rpc")
 
 _RANGE_PATTERNS = re.compile(
     r"(more than \d+ results|range (is )?too (large|wide)|block range|too many (results|logs|blocks)"
-    r"|response (size|is) too (big|large)|exceed(s|ed) .*(limit|range)|limited to a? ?\d+ block|query timeout"
-    r"|log response size exceeded)",
+    r"|response (size|is) too (big|large)|response too large|exceed(s|ed)? .*(limit|range|results)"
+    r"|limited to an? ?[\d,]+ (block|range)|ranges? over [\d,]+ blocks|range \d+ is bigger than range limit"
+    r"|query timeout|log response size exceeded)",
     re.IGNORECASE,
 )
-_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*\]")
-_LIMITED_TO = re.compile(r"limited to (?:a )?(\d+)", re.IGNORECASE)
-_RATE_LIMIT = re.compile(r"(rate.?limit|too many requests|exceeded .*capacity|request limit)", re.IGNORECASE)
+_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*\]|range (\d+)-(\d+)")
+_LIMITED_TO = re.compile(
+    r"(?:limited to (?:an? )?|exceeds (?:the )?limit of |max block range |range limit )([\d,]+)", re.IGNORECASE
+)
+_RATE_LIMIT = re.compile(
+    r"(rate.?limit|too many requests|exceeded .*capacity|request limit|credits limited|over .*limit, retry)",
+    re.IGNORECASE,
+)
+# Provider codes for "slow down" (-32005 common, -32012 QuickNode credits, -32016 Base, -32021/-32022 MegaETH).
+_RATE_LIMIT_CODES = {-32005, -32012, -32016, -32021, -32022, -32029, 429}
+# Codes that mean "this query is too large" whatever the message says (-32614 QuickNode, -32020 MegaETH).
+_RANGE_CODES = {-32614, -32020}
 _FINAL_CODES = {-32601, -32602, -32600, -32700}
 
 
@@ -71,21 +81,48 @@ class RpcUnavailable(RpcError):
 def classify_error(error: dict[str, Any], endpoint: str) -> RpcError:
     """Turn a JSON-RPC error object into the matching exception."""
     code = error.get("code")
-    message = str(error.get("message", "")) + (f" ({error['data']})" if isinstance(error.get("data"), str) else "")
-    if _RANGE_PATTERNS.search(message):
+    message = str(error.get("message", "")) + _detail(error.get("data"))
+    # The wording decides first: some providers share one code (-32005) between rate limits and result caps.
+    if _RATE_LIMIT.search(message):
+        return RateLimited(message, endpoint=endpoint, retry_after=None)
+    if code in _RANGE_CODES or _RANGE_PATTERNS.search(message):
         return RangeTooLarge(message, code=code, endpoint=endpoint, suggested=_suggested_span(message))
-    if code in (-32005, -32029, 429) or _RATE_LIMIT.search(message):
+    if code in _RATE_LIMIT_CODES:
         return RateLimited(message, endpoint=endpoint, retry_after=None)
     return RpcError(message, code=code, endpoint=endpoint, retryable=code not in _FINAL_CODES)
+
+
+def _json_rpc_error(response: requests.Response | None) -> dict[str, Any] | None:
+    """The JSON-RPC error object in an HTTP error response's body, if it carries one."""
+    if response is None:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _detail(data: object) -> str:
+    """The reason some providers put in the error's `data` (a string, or an object with a text field)."""
+    if isinstance(data, str):
+        return f" ({data})"
+    if isinstance(data, dict):
+        texts = [v for k, v in data.items() if k in ("payload", "message", "reason", "details") and isinstance(v, str)]
+        return "".join(f" ({t})" for t in texts)
+    return ""
 
 
 def _suggested_span(message: str) -> int | None:
     match = _SUGGESTED_RANGE.search(message)
     if match:
-        start, end = (int(x, 0) for x in match.groups())
+        start, end = (int(x, 0) for x in match.groups() if x is not None)
         return max(1, end - start + 1)
     match = _LIMITED_TO.search(message)
-    return int(match.group(1)) if match else None
+    return int(match.group(1).replace(",", "")) if match else None
 
 
 class _FastProvider(HTTPProvider):
@@ -191,6 +228,9 @@ class RpcClient:
             self._observe(method, endpoint, started, f"http_{status}")
             if status == 429:
                 raise RateLimited("HTTP 429", endpoint=endpoint.label, retry_after=_retry_after(exc.response)) from None
+            error = _json_rpc_error(exc.response)
+            if error is not None:  # providers send range refusals and the like with an HTTP error status too
+                raise classify_error(error, endpoint.label) from None
             retryable = status >= 500 or status in (408, 425)
             raise RpcError(f"HTTP {status}", endpoint=endpoint.label, retryable=retryable) from None
         except (requests.Timeout, TimeoutError):
