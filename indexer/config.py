@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -124,14 +126,25 @@ class Config(_Strict):
         return min(blocks) if blocks else 0
 
 
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)$")
+
+
 def redact_url(url: str) -> str:
-    """An URL safe to print: no user info, no path or query (API keys often live there)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """An URL safe to print: scheme, host and port only.
+
+    User info, path, query and fragment are dropped (API keys live in any of them); a URL whose host or port
+    does not parse prints as a placeholder, never as itself.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
         return "<invalid url>"
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    hidden = "/…" if "/" in rest.strip("/") or "?" in rest else ""
-    return f"{scheme}://{host}{hidden}"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    host = host.rsplit(":", 1)[0] if port is not None or host.endswith(":") else host
+    if not parts.scheme or not host or not _HOST.match(host):
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def _location(loc: tuple[object, ...]) -> str:
