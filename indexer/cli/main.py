@@ -139,13 +139,21 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
         ).fetchone()[0]  # type: ignore[index]
         click.echo(f"replay request {request_id} queued for the running daemon")
         deadline = time.monotonic() + timeout
+        error = None
         while time.monotonic() < deadline:
-            done = conn.execute("SELECT done_at FROM replay_requests WHERE id = %s", (request_id,)).fetchone()
-            if done and done[0] is not None:
+            done_at, failed_at, error = conn.execute(
+                "SELECT done_at, failed_at, error FROM replay_requests WHERE id = %s", (request_id,)
+            ).fetchone()  # type: ignore[misc]
+            if done_at is not None:
                 click.echo(f"the daemon reverted blocks from {from_block} and is re-ingesting them")
                 return
+            if failed_at is not None:
+                raise _Fail(f"the running daemon could not perform replay request {request_id}: {error}")
             time.sleep(0.2)
-    raise _Fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
+    raise _Fail(
+        f"the running daemon did not perform replay request {request_id} within {timeout:.0f}s "
+        f"(it stays queued)" + (f"; last attempt: {error}" if error else "")
+    )
 
 
 @main.command(name="rebuild")

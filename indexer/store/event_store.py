@@ -48,6 +48,7 @@ class CursorAdvance:
     head: int | None = None
     logs: int = 0
     undecodable: int = 0
+    replay_request: int | None = None  # a queued replay request this append performs: marked done with it
 
 
 class ChainRecorder(PostgresApplicationRecorder):
@@ -126,6 +127,11 @@ class ChainRecorder(PostgresApplicationRecorder):
                 "bad": advance.undecodable,
             },
         )
+        if advance.replay_request is not None:
+            curs.execute(
+                f"UPDATE {schema}.replay_requests SET done_at = now(), failed_at = NULL, error = NULL WHERE id = %s",
+                (advance.replay_request,),
+            )
         # Fails the whole transaction unless the cursor is still where this writer last saw it.
         curs.execute(
             f"SELECT {schema}.rbtc_advance_cursor(%s, %s, %s, %s, %s, %s)",

@@ -32,10 +32,10 @@ log = structlog.get_logger("projections")
 class NeedsRebuild(IndexerError):
     """A revert reaches blocks this projection applied as final: only a rebuild from the store can undo it."""
 
-    def __init__(self, projection: str, from_block: int, finalized_seen: int):
+    def __init__(self, projection: str, from_block: int, final_block: int):
         super().__init__(
-            f"projection {projection}: blocks from {from_block} were reverted, but blocks up to {finalized_seen} "
-            "were applied as final; rebuilding from the store"
+            f"projection {projection}: blocks from {from_block} were reverted, but it applied blocks up to "
+            f"{final_block} as final (no undo journal left for them); rebuilding from the store"
         )
         self.projection = projection
         self.from_block = from_block
@@ -79,11 +79,23 @@ class RevertIndex:
 
 @dataclass
 class Tracking:
+    """A projection's tracking row.
+
+    `finalized_seen`: blocks at or below it are applied without (and pruned from) the undo journal.
+    `applied_block`: the highest block whose logs the projection applied and has not undone since (an upper
+    bound). A revert from block f can be undone from the journal unless f <= min(finalized_seen, applied_block).
+    """
+
     projection: str
     notification_id: int
     finalized_seen: int
     indexed_block: int
     events_applied: int
+    applied_block: int = -1
+
+    def final_block(self) -> int:
+        """The highest block whose applied logs no journal can undo any more (-1: none)."""
+        return min(self.finalized_seen, self.applied_block)
 
 
 class ProjectionRunner:
@@ -126,7 +138,7 @@ class ProjectionRunner:
         """Each projection's tracking row."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied "
+                "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, applied_block "
                 "FROM projection_tracking WHERE projection = ANY(%s)",
                 ([p.name for p in self.projections],),
             )
@@ -172,14 +184,30 @@ class ProjectionRunner:
             (chain_id, [p.name for p in self.projections]),
         )
 
+    def needing_rebuild(self) -> list[str]:
+        """Projections that a revert stored after their position reaches below their undo window."""
+        self.reverts.refresh(self.store.max_notification_id())
+        return [name for name, state in self.positions().items() if self._stale_revert(state) is not None]
+
+    def _stale_revert(self, state: Tracking) -> int | None:
+        """The first block of a revert stored after `state`'s position that the journal cannot undo, if any.
+
+        Logs that a later revert orphans are skipped when applied (whenever the revert is already stored), so a
+        rebuild never applies them; only logs applied before their revert was stored count against it."""
+        final = state.final_block()
+        for _, from_block in self.reverts.after(state.notification_id):
+            if from_block <= final:
+                return from_block
+        return None
+
     # -- one projection, one page, one transaction ----------------------------------------------------
 
     def _apply_page(self, projection: Projection, decoded: list[tuple[int, ev.ChainEvent | None]]) -> None:
         with self.conn.transaction():
             with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
-                    "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied "
-                    "FROM projection_tracking WHERE projection = %s FOR UPDATE",
+                    "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, "
+                    "applied_block FROM projection_tracking WHERE projection = %s FOR UPDATE",
                     (projection.name,),
                 )
                 row = cur.fetchone()
@@ -188,20 +216,21 @@ class ProjectionRunner:
             todo = [(nid, e) for nid, e in decoded if nid > state.notification_id]
             if not todo:
                 return
-            for _, from_block in self.reverts.after(state.notification_id):
-                if from_block <= state.finalized_seen:
-                    raise NeedsRebuild(projection.name, from_block, state.finalized_seen)
+            stale = self._stale_revert(state)
+            if stale is not None:
+                raise NeedsRebuild(projection.name, stale, state.final_block())
             applied, latencies = self._apply_events(projection, state, todo)
             state.notification_id = todo[-1][0]
             state.events_applied += applied
             self.conn.execute(
                 "UPDATE projection_tracking SET notification_id = %s, finalized_seen = %s, indexed_block = %s, "
-                "events_applied = %s, updated_at = now() WHERE projection = %s",
+                "events_applied = %s, applied_block = %s, updated_at = now() WHERE projection = %s",
                 (
                     state.notification_id,
                     state.finalized_seen,
                     state.indexed_block,
                     state.events_applied,
+                    state.applied_block,
                     projection.name,
                 ),
             )
@@ -238,6 +267,8 @@ class ProjectionRunner:
                     and (lg["role"], lg["event"]) in projection.handles
                     and (orphaned_from is None or lg["block_number"] < orphaned_from)
                 ]
+                if logs:
+                    state.applied_block = max(state.applied_block, max(lg["block_number"] for lg in logs))
                 for block, group in groupby(logs, key=lambda lg: lg["block_number"]):
                     if block <= state.finalized_seen:
                         final.extend(group)
@@ -255,6 +286,7 @@ class ProjectionRunner:
                     (self.journal_schema, self.table_schema, list(projection.tables), event.from_block),
                 )
                 state.indexed_block = min(state.indexed_block, event.from_block - 1)
+                state.applied_block = min(state.applied_block, event.from_block - 1)
         flush()
         self._set_undo_block(None)
         return applied, latencies
