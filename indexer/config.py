@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from indexer.errors import ConfigError
@@ -77,6 +79,16 @@ class DatabaseConfig(_Strict):
     schema_: str = Field(default="rbtc", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
     pool_size: int = Field(default=6, ge=3)
 
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            # libpq's message quotes the string, password included: say only what is wrong.
+            raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+        return value
+
 
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:9108"
@@ -91,6 +103,10 @@ class LogConfig(_Strict):
 class IndexerConfig(_Strict):
     batch_size: int = Field(default=5000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
+    ready_max_lag_blocks: int = Field(default=10, ge=0, description="/readyz: every component within this many blocks")
+    stall_timeout: float = Field(
+        default=120.0, gt=0, description="seconds without follower progress while behind before it counts as stuck"
+    )
 
 
 class Config(_Strict):

@@ -339,6 +339,7 @@ class Follower:
             head=tip.head,
             logs=len(logs),
             undecodable=undecodable,
+            indexed_timestamp=last.timestamp,
         )
         cursor = self.store.append(cursor, events, advance)
         self.log.info(

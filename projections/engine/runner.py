@@ -175,7 +175,7 @@ class ProjectionRunner:
         self.conn.execute(
             "UPDATE sync_status AS s SET indexed_block = c.indexed_block, "
             "lag_blocks = greatest(0, c_status.head_block - c.indexed_block), "
-            "updated_at = now() "
+            "lag_seconds = c_status.lag_seconds, updated_at = now() "
             "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
             "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
             "AND s.component = 'projection:' || t.projection "
@@ -301,7 +301,9 @@ class ProjectionRunner:
             "ON CONFLICT (component) DO UPDATE SET indexed_block = excluded.indexed_block, "
             "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
             "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
-            "              WHERE component = 'follower')",
+            "              WHERE component = 'follower'), "
+            "lag_seconds = (SELECT CASE WHEN excluded.indexed_block >= indexed_block THEN lag_seconds END "
+            "               FROM sync_status WHERE component = 'follower')",
             {"c": f"projection:{name}", "b": state.indexed_block, "n": state.events_applied},
         )
 
