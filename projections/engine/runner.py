@@ -179,7 +179,8 @@ class ProjectionRunner:
             "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
             "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
             "AND s.component = 'projection:' || t.projection "
-            "AND s.indexed_block < c.indexed_block "  # runs on every idle poll: write only what moves
+            # runs on every idle poll: write only what moves
+            "AND (s.indexed_block < c.indexed_block OR s.lag_seconds IS DISTINCT FROM c_status.lag_seconds) "
             "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
             (chain_id, [p.name for p in self.projections]),
         )

@@ -3,10 +3,17 @@ locks lost with their connection, failover endpoints of another chain, nodes wit
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import psycopg
 import pytest
@@ -18,9 +25,9 @@ from indexer.runtime.app import Indexer
 from indexer.store.event_store import EventStore
 from projections.engine import registry
 from projections.engine.rebuild import RebuildAbandoned, rebuild
-from tests.support.anvil import start_anvil
+from tests.support.anvil import free_port, start_anvil
 from tests.support.compare import assert_tables_match_model, wait_for_model
-from tests.support.daemon import cli, start_daemon, write_config
+from tests.support.daemon import REPO, cli, start_daemon, write_config
 from tests.support.faultproxy import FaultProxy
 from tests.support.scenario import Deployment, ScenarioDriver
 from tests.support.tables import read_tables
@@ -263,3 +270,90 @@ def test_a_failover_endpoint_of_another_chain_is_a_configuration_error(database_
         _, err = daemon.communicate(timeout=60)
     assert daemon.returncode == ExitCode.USAGE, err[-3000:]
     assert "serves chain id 31338" in err
+
+
+# -- health, readiness and the watchdog -----------------------------------------------------------------
+
+
+def _http(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError):
+        return 0  # not listening (yet)
+
+
+def _until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_a_stuck_follower_turns_health_and_readiness_red_and_stops_the_watchdog(
+    database_url, schema, chain, tmp_path
+):
+    node, w3, deployment = chain
+    driver = ScenarioDriver(w3, deployment, seed=15, users=4)
+    driver.run(20)
+    port = free_port()
+    sock_dir = tempfile.mkdtemp(prefix="sd", dir="/tmp")
+    sock_path = os.path.join(sock_dir, "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(sock_path)
+    listener.settimeout(0.2)
+
+    def pings(seconds: float) -> int:
+        count, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                count += listener.recv(4096).decode().split("\n").count("WATCHDOG=1")
+            except TimeoutError:
+                pass
+        return count
+
+    with FaultProxy(node.url, seed=8) as proxy:
+        config = write_config(tmp_path / "c.toml", database_url, schema, proxy.url, deployment)
+        config.write_text(
+            config.read_text().replace("[http]\nenabled = false", f'[http]\nlisten = "127.0.0.1:{port}"')
+            + "\n[indexer]\nready_max_lag_blocks = 2\nstall_timeout = 3\n"
+        )
+        env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000", "PYTHONUNBUFFERED": "1"}
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "indexer", "--config", str(config), "run"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            assert _until(lambda: _http(base + "/readyz") == 200, 60)
+            assert _http(base + "/healthz") == 200 and pings(1.0) >= 1
+            with psycopg.connect(database_url) as conn:
+                lag = conn.execute(
+                    f"SELECT component, lag_seconds FROM \"{schema}\".sync_status ORDER BY 1"
+                ).fetchall()
+            assert lag and all(seconds == 0.0 for _, seconds in lag), lag
+
+            # Every eth_getLogs answer is now refused by the checks: the follower retries for ever, busy but stuck.
+            proxy.configure(empty_logs_rate=1.0)
+            driver.run(6)
+            assert _until(lambda: _http(base + "/readyz") == 503, 20)  # behind by more than 2 blocks: not ready
+            assert _http(base + "/healthz") == 200  # not yet stuck for stall_timeout
+            assert _until(lambda: _http(base + "/healthz") == 503, 20)
+            pings(0.5)  # a ping may be in flight
+            assert pings(2.0) == 0, "the watchdog was fed while the follower was stuck"
+
+            proxy.clear_faults()
+            assert _until(lambda: _http(base + "/readyz") == 200, 60)  # caught up again: ready again
+            assert _http(base + "/healthz") == 200 and pings(1.5) >= 1
+            wait_for_model(database_url, schema, driver.model.expected_tables())
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _, err = daemon.communicate(timeout=30)
+            listener.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+    assert daemon.returncode == 0, err[-3000:]
+    assert "follower made no progress while behind the head" in err
