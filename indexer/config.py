@@ -14,9 +14,10 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from indexer.errors import ConfigError
+from indexer.package_data import abi_dir
 
 ROLES = ("oracle_aggregator", "rbtc_synth", "fee_vault", "vault_wrbtc", "yield_scales_pool")
-ABI_DIR = Path(__file__).resolve().parent.parent / "abi"
+ABI_DIR = abi_dir()
 DEFAULT_ABI_FILES = {
     "oracle_aggregator": "OracleAggregator.json",
     "rbtc_synth": "RBTCSynth.json",
