@@ -357,3 +357,55 @@ def test_a_stuck_follower_turns_health_and_readiness_red_and_stops_the_watchdog(
             shutil.rmtree(sock_dir, ignore_errors=True)
     assert daemon.returncode == 0, err[-3000:]
     assert "follower made no progress while behind the head" in err
+
+
+# -- secrets --------------------------------------------------------------------------------------------
+
+SECRET = "pl4nt3dS3cr3t"
+
+
+def test_no_planted_secret_reaches_logs_metrics_or_status(database_url, schema, chain, tmp_path):
+    node, w3, deployment = chain
+    driver = ScenarioDriver(w3, deployment, seed=16, users=4)
+    driver.run(30)
+    port = free_port()
+    with FaultProxy(node.url, seed=9) as proxy:  # answers on any path, as providers with keys in paths do
+        dead = f"http://user:{SECRET}@127.0.0.1:{free_port()}/v3/{SECRET}?apikey={SECRET}"
+        live = f"http://{SECRET}@127.0.0.1:{proxy.port}?key={SECRET}#{SECRET}"
+        dsn = database_url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")
+        assert SECRET in dsn
+        config = write_config(tmp_path / "c.toml", "postgresql://placeholder@127.0.0.1/none", schema, "http://x",
+                              deployment)
+        config.write_text(
+            config.read_text().replace("[http]\nenabled = false", f'[http]\nlisten = "127.0.0.1:{port}"')
+            .replace('level = "info"', 'level = "debug"').replace('[log]\nformat = "json"',
+                                                                  '[log]\nformat = "json"\nlevel = "debug"')
+        )
+        env = {**os.environ, "RBTC_INDEXER_RPC_URL": f"{dead},{live}", "RBTC_INDEXER_DATABASE_URL": dsn,
+               "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "indexer", "--config", str(config)]
+        outputs: list[str] = []
+        daemon = subprocess.Popen([*command, "run"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_model(database_url, schema, driver.model.expected_tables())
+            for path in ("/metrics", "/status", "/healthz", "/readyz"):
+                with urllib.request.urlopen(base + path, timeout=5) as response:
+                    outputs.append(response.read().decode())
+            assert 'endpoint="http://127.0.0.1:' in outputs[0]  # the endpoint label is there, without its key
+            for args in (["status", "--json"], ["status"], ["replay", "--from-block", str(deployment.start_block)]):
+                done = subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                assert done.returncode == 0, done.stderr
+                outputs += [done.stdout, done.stderr]
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            out, err = daemon.communicate(timeout=30)
+        outputs += [out, err]
+    assert daemon.returncode == 0, err[-3000:]
+    assert "will retry" in err  # the dead endpoint was tried and reported
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(f'SELECT * FROM "{schema}".sync_status').fetchall()
+    outputs.append(repr(rows))
+    leaks = [text[max(0, text.find(SECRET) - 200): text.find(SECRET) + 50] for text in outputs if SECRET in text]
+    assert not leaks, leaks
