@@ -160,11 +160,12 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
 @click.argument("names", nargs=-1)
 @click.pass_context
 def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Rebuild projections (all, or NAMES) from the event store alone, blue/green. Needs no RPC."""
+    """Rebuild projections (all, or NAMES) from the event store alone, blue/green, decoding every stored log
+    again from its raw topics and data with the configured ABIs. Needs no RPC."""
     indexer = _indexer(ctx)
     projections = _guard(lambda: registry.build(list(names) or None))
     _guard(lambda: db.migrate(indexer.dsn, indexer.schema))
-    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections))
+    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections, decoder=indexer.decoder))
     for name in result.projections:
         click.echo(f"rebuilt {name}")
     click.echo(

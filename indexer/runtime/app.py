@@ -292,7 +292,7 @@ class Indexer:
                     targets = [p for p in projections if p.name in stale]
                     log.warning("projections need a rebuild", projections=sorted(stale), error=str(exc))
                     try:
-                        rebuild(self.dsn, self.schema, self.store, targets, stop=self.stop)
+                        rebuild(self.dsn, self.schema, self.store, targets, stop=self.stop, decoder=self.decoder)
                     except RebuildAbandoned as abandoned:
                         log.warning("rebuild abandoned; the live tables were left as they were", error=str(abandoned))
                     continue

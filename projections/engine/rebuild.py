@@ -16,6 +16,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from indexer.decode.decoder import LogDecoder
 from indexer.errors import Fatal, IndexerError
 from indexer.store import db
 from indexer.store.event_store import EventStore
@@ -64,12 +65,14 @@ def rebuild(
     *,
     page_size: int = 5,
     stop: threading.Event | None = None,
+    decoder: LogDecoder | None = None,
 ) -> RebuildResult:
     """Rebuild projections blue/green in one pass over the store (each stored event is read and decoded
     once for all of them); raise RebuildInProgress if another rebuild of any of them is running.
 
     The live tables are replaced only by complete shadow tables: when `stop` is set before the swap commits,
-    the shadow schema is dropped, the live tables stay as they were, and RebuildAbandoned is raised."""
+    the shadow schema is dropped, the live tables stay as they were, and RebuildAbandoned is raised.
+    With `decoder`, every stored log is decoded again from its raw topics and data with the current ABIs."""
     chosen = projections if isinstance(projections, list) else [projections]
     names = [p.name for p in chosen]
     started = time.monotonic()
@@ -83,7 +86,7 @@ def rebuild(
                 if not row or not row[0]:
                     raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
                 taken.append(name)
-            events_read = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop)
+            events_read = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop, decoder)
         finally:
             for name in taken:
                 lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, name),))
@@ -102,6 +105,7 @@ def _build_and_swap(
     chosen: list[Projection],
     page_size: int,
     stop: threading.Event | None,
+    decoder: LogDecoder | None,
 ) -> int:
     """Build the shadow tables and swap them in; retry from scratch when a revert below the window arrives."""
     stop = stop or threading.Event()
@@ -121,6 +125,7 @@ def _build_and_swap(
                     page_size=page_size,
                     write_status=False,
                     stop=stop,
+                    decoder=decoder,
                 )
                 events_read = runner.run_until_caught_up()
                 if stop.is_set():

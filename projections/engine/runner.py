@@ -13,7 +13,7 @@ import bisect
 import select
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 
 import psycopg
@@ -21,6 +21,7 @@ import structlog
 from psycopg import pq
 from psycopg.rows import dict_row
 
+from indexer.decode.decoder import LogDecoder
 from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
@@ -117,8 +118,10 @@ class ProjectionRunner:
         write_status: bool = True,
         stop: threading.Event | None = None,
         on_batch: Callable[[str, Tracking, int, list[float]], None] | None = None,
+        decoder: LogDecoder | None = None,
     ):
         self.store = store
+        self.decoder = decoder
         self.conn = conn
         self.projections = list(projections)
         self.journal_schema = journal_schema
@@ -152,7 +155,7 @@ class ProjectionRunner:
         if not page:
             return 0
         self.reverts.refresh(page[-1].id)
-        decoded = [(n.id, ev.decode(n.topic, n.state)) for n in page]
+        decoded = [(n.id, self._redecoded(ev.decode(n.topic, n.state))) for n in page]
         for projection in self.projections:
             self._apply_page(projection, decoded)
         return len(page)
@@ -184,6 +187,17 @@ class ProjectionRunner:
             "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
             (chain_id, [p.name for p in self.projections]),
         )
+
+    def _redecoded(self, event: ev.ChainEvent | None) -> ev.ChainEvent | None:
+        """With a decoder: the event with every log decoded again from its raw topics and data (so a fixed
+        ABI takes effect on a rebuild); without one, the event as stored."""
+        if self.decoder is None or not isinstance(event, ev.LogsIngested):
+            return event
+        logs = []
+        for lg in event.logs:
+            d = self.decoder.decode(lg["address"], lg["topics"], lg["data"])
+            logs.append({**lg, "role": d.role, "event": d.event, "args": d.args, "error": d.error})
+        return replace(event, logs=logs)
 
     def needing_rebuild(self) -> list[str]:
         """Projections that a revert stored after their position reaches below their undo window."""

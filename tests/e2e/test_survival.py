@@ -3,6 +3,7 @@ locks lost with their connection, failover endpoints of another chain, nodes wit
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -409,3 +410,30 @@ def test_no_planted_secret_reaches_logs_metrics_or_status(database_url, schema, 
     outputs.append(repr(rows))
     leaks = [text[max(0, text.find(SECRET) - 200): text.find(SECRET) + 50] for text in outputs if SECRET in text]
     assert not leaks, leaks
+
+
+def test_fix_the_abi_and_rebuild_decodes_the_stored_logs_again(database_url, schema, chain, tmp_path):
+    node, w3, deployment = chain
+    driver = ScenarioDriver(w3, deployment, seed=18, users=6)
+    driver.run(60)
+    broken = json.loads((REPO / "abi" / "FeeVault.json").read_text())
+    broken = [item for item in broken if item.get("name") != "Deposited"]
+    (tmp_path / "FeeVault-broken.json").write_text(json.dumps(broken))
+    config = write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment)
+    good = config.read_text()
+    address = deployment.addresses["fee_vault"]
+    with_broken_abi = f'address = "{address}"\nabi = "FeeVault-broken.json"\n'
+    config.write_text(good.replace(f'address = "{address}"\n', with_broken_abi))
+    assert cli(config, "run", "--to-block", str(w3.eth.block_number)).returncode == 0
+    with psycopg.connect(database_url) as conn:
+        undecodable = conn.execute(
+            f"SELECT undecodable_logs FROM \"{schema}\".sync_status WHERE component = 'follower'"
+        ).fetchone()[0]
+    assert undecodable > 0  # the Deposited logs were kept, undecoded
+    expected = driver.model.expected_tables()
+    with pytest.raises(AssertionError):
+        assert_tables_match_model(database_url, schema, expected)
+    config.write_text(good)  # the ABI is fixed
+    rebuilt = cli(config, "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert_tables_match_model(database_url, schema, expected)
