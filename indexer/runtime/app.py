@@ -27,6 +27,7 @@ from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
 LOCK_CHECK_EVERY = 1.0  # seconds between checks that the advisory locks are still held
+LOCK_REGAIN_GRACE = 30.0  # seconds a lost lock may stay held elsewhere (a dying session) before the run stops
 
 
 class ReplayRequestQueue:
@@ -188,14 +189,21 @@ class Indexer:
                 lock.release()
 
     def _keep_locks(self, locks: list[AdvisoryLock], done: threading.Event) -> None:
-        """Every LOCK_CHECK_EVERY seconds: re-take a lock lost with its connection, or stop the run (exit 4)
-        when another process took it meanwhile. While the database is away nobody can write, nor take it."""
+        """Every LOCK_CHECK_EVERY seconds: re-take a lock lost with its connection. One still held elsewhere
+        after LOCK_REGAIN_GRACE seconds (not just our own session dying on the server) stops the run with
+        exit 4. While the database is away nobody can write, nor take it."""
+        refused_since: dict[str, float] = {}
         while not done.wait(LOCK_CHECK_EVERY):
             for lock in locks:
                 try:
                     if lock.ensure():
                         log.warning("advisory lock was lost with its connection; re-taken", lock=lock.key)
+                    refused_since.pop(lock.key, None)
                 except AlreadyRunning as exc:
+                    first = refused_since.setdefault(lock.key, time.monotonic())
+                    if time.monotonic() - first < LOCK_REGAIN_GRACE:
+                        log.warning("advisory lock lost and held elsewhere; retrying", lock=lock.key)
+                        continue
                     log.error("stopping: the single-writer lock was lost", error=str(exc))
                     self.state.failure = exc
                     self.stop.set()
