@@ -55,6 +55,8 @@ def _guard(action):  # type: ignore[no-untyped-def]
         return action()
     except IndexerError as exc:
         raise _Fail(str(exc), exit_code_of(exc)) from None
+    except db.TRANSIENT_ERRORS as exc:  # an outage mid-command: one line; the command can simply be run again
+        raise _Fail(f"database unavailable: {db.first_line(exc)}", ExitCode.ERROR) from None
 
 
 @click.group()

@@ -43,7 +43,7 @@ def _config(path: Path, database_url: str, schema: str, rpc_url: str, info) -> P
     path.write_text(
         f'[chain]\nchain_id = 31337\nrpc_urls = ["{rpc_url}"]\npoll_interval = 0.05\n\n'
         f'[database]\nurl = "{database_url}"\nschema = "{schema}"\n\n[http]\nenabled = false\n\n'
-        f'[log]\nformat = "json"\nlevel = "warning"\n\n{contracts}'
+        f'[log]\nformat = "json"\nlevel = "info"\n\n{contracts}'
     )
     return path
 
@@ -83,6 +83,7 @@ def _timed(config: Path, *args: str, timeout: float = 600) -> float:
     result = cli(config, *args, timeout=timeout)
     seconds = time.monotonic() - started
     assert result.returncode == 0, f"{' '.join(args)} exited {result.returncode}: {result.stderr[-3000:]}"
+    print(f"scale test: {' '.join(args)}: {seconds:.1f}s", flush=True)
     return seconds
 
 
@@ -108,7 +109,8 @@ def test_replay_rebuild_and_restart_on_a_real_size_store(database_url, schema, t
     assert_tables_match_model(database_url, schema, expected)
 
     # Daemon running: the request is queued, the daemon performs it, the command waits until it is done.
-    daemon = start_daemon(config, "run")
+    daemon_log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 (closed below)
+    daemon = start_daemon(config, "run", stderr=daemon_log.fileno())
     try:
         _wait_settled(database_url, schema, info.head, timeout=120)
         middle = info.block_with_half_the_logs()
@@ -125,11 +127,12 @@ def test_replay_rebuild_and_restart_on_a_real_size_store(database_url, schema, t
         assert_tables_match_model(database_url, schema, expected)
         figures["rebuild_running_s"] = _timed(config, "rebuild")
         wait_for_model(database_url, schema, expected, timeout=120)
-        assert daemon.poll() is None, "the daemon stopped during replays and rebuilds"
+        assert daemon.poll() is None, "the daemon stopped: " + (tmp_path / "daemon.log").read_text()[-4000:]
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=60)
-    assert code == 0
+        daemon_log.close()
+    assert code == 0, (tmp_path / "daemon.log").read_text()[-4000:]
 
     # Restart: a bounded run on the replayed store finds nothing to do and leaves the tables as they are.
     figures["restart_s"] = _timed(config, "run", "--to-block", str(info.head))
