@@ -155,7 +155,7 @@ class ProjectionRunner:
         if not page:
             return 0
         self.reverts.refresh(page[-1].id)
-        decoded = [(n.id, self._redecoded(ev.decode(n.topic, n.state))) for n in page]
+        decoded = [(n.id, self._redecoded(n.id, ev.decode(n.topic, n.state))) for n in page]
         for projection in self.projections:
             self._apply_page(projection, decoded)
         return len(page)
@@ -188,13 +188,18 @@ class ProjectionRunner:
             (chain_id, [p.name for p in self.projections]),
         )
 
-    def _redecoded(self, event: ev.ChainEvent | None) -> ev.ChainEvent | None:
+    def _redecoded(self, notification_id: int, event: ev.ChainEvent | None) -> ev.ChainEvent | None:
         """With a decoder: the event with every log decoded again from its raw topics and data (so a fixed
-        ABI takes effect on a rebuild); without one, the event as stored."""
+        ABI takes effect on a rebuild), except logs a later revert orphaned (never applied); without one, the
+        event as stored."""
         if self.decoder is None or not isinstance(event, ev.LogsIngested):
             return event
+        orphaned_from = self.reverts.orphaned_from(notification_id)
         logs = []
         for lg in event.logs:
+            if orphaned_from is not None and lg["block_number"] >= orphaned_from:
+                logs.append(lg)
+                continue
             d = self.decoder.decode(lg["address"], lg["topics"], lg["data"])
             logs.append({**lg, "role": d.role, "event": d.event, "args": d.args, "error": d.error})
         return replace(event, logs=logs)
