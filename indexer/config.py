@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from indexer.errors import ConfigError
+from indexer.package_data import abi_dir
 
 ROLES = ("oracle_aggregator", "rbtc_synth", "fee_vault", "vault_wrbtc", "yield_scales_pool")
-ABI_DIR = Path(__file__).resolve().parent.parent / "abi"
+ABI_DIR = abi_dir()
 DEFAULT_ABI_FILES = {
     "oracle_aggregator": "OracleAggregator.json",
     "rbtc_synth": "RBTCSynth.json",
@@ -75,6 +80,16 @@ class DatabaseConfig(_Strict):
     schema_: str = Field(default="rbtc", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
     pool_size: int = Field(default=6, ge=3)
 
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            # libpq's message quotes the string, password included: say only what is wrong.
+            raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+        return value
+
 
 class HttpConfig(_Strict):
     listen: str = "127.0.0.1:9108"
@@ -89,6 +104,10 @@ class LogConfig(_Strict):
 class IndexerConfig(_Strict):
     batch_size: int = Field(default=5000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
+    ready_max_lag_blocks: int = Field(default=10, ge=0, description="/readyz: every component within this many blocks")
+    stall_timeout: float = Field(
+        default=120.0, gt=0, description="seconds without follower progress while behind before it counts as stuck"
+    )
 
 
 class Config(_Strict):
@@ -124,14 +143,25 @@ class Config(_Strict):
         return min(blocks) if blocks else 0
 
 
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)$")
+
+
 def redact_url(url: str) -> str:
-    """An URL safe to print: no user info, no path or query (API keys often live there)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """An URL safe to print: scheme, host and port only.
+
+    User info, path, query and fragment are dropped (API keys live in any of them); a URL whose host or port
+    does not parse prints as a placeholder, never as itself.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
         return "<invalid url>"
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    hidden = "/…" if "/" in rest.strip("/") or "?" in rest else ""
-    return f"{scheme}://{host}{hidden}"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    host = host.rsplit(":", 1)[0] if port is not None or host.endswith(":") else host
+    if not parts.scheme or not host or not _HOST.match(host):
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def _location(loc: tuple[object, ...]) -> str:

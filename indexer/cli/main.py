@@ -54,6 +54,8 @@ def _guard(action: Callable[[], T]) -> T:
         return action()
     except IndexerError as exc:
         _fail(str(exc), exit_code_of(exc))
+    except db.TRANSIENT_ERRORS as exc:  # an outage mid-command: one line; the command can simply be run again
+        _fail(f"database unavailable: {db.first_line(exc)}", ExitCode.ERROR)
 
 
 @click.group()
@@ -136,24 +138,33 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
         ).fetchone()[0]  # type: ignore[index]
         click.echo(f"replay request {request_id} queued for the running daemon")
         deadline = time.monotonic() + timeout
+        error = None
         while time.monotonic() < deadline:
-            done = conn.execute("SELECT done_at FROM replay_requests WHERE id = %s", (request_id,)).fetchone()
-            if done and done[0] is not None:
+            done_at, failed_at, error = conn.execute(
+                "SELECT done_at, failed_at, error FROM replay_requests WHERE id = %s", (request_id,)
+            ).fetchone()  # type: ignore[misc]
+            if done_at is not None:
                 click.echo(f"the daemon reverted blocks from {from_block} and is re-ingesting them")
                 return
+            if failed_at is not None:
+                _fail(f"the running daemon could not perform replay request {request_id}: {error}")
             time.sleep(0.2)
-    _fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
+    _fail(
+        f"the running daemon did not perform replay request {request_id} within {timeout:.0f}s "
+        f"(it stays queued)" + (f"; last attempt: {error}" if error else "")
+    )
 
 
 @main.command(name="rebuild")
 @click.argument("names", nargs=-1)
 @click.pass_context
 def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Rebuild projections (all, or NAMES) from the event store alone, blue/green. Needs no RPC."""
+    """Rebuild projections (all, or NAMES) from the event store alone, blue/green, decoding every stored log
+    again from its raw topics and data with the configured ABIs. Needs no RPC."""
     indexer = _indexer(ctx)
     projections = _guard(lambda: registry.build(list(names) or None))
     _guard(lambda: db.migrate(indexer.dsn, indexer.schema))
-    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections))
+    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections, decoder=indexer.decoder))
     for name in result.projections:
         click.echo(f"rebuilt {name}")
     click.echo(
