@@ -78,6 +78,22 @@ def _wait_settled(database_url: str, schema: str, head: int, timeout: float) -> 
         time.sleep(0.2)
 
 
+def _wait_for_lock_holder(database_url: str, application_name: str, timeout: float) -> None:
+    """Until a session holding the named advisory lock exists (the daemon is up and is the writer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                "WHERE a.application_name = %s AND l.locktype = 'advisory' AND l.granted",
+                (application_name,),
+            ).fetchone()
+        if row and row[0]:
+            return
+        assert time.monotonic() < deadline, f"no holder of {application_name} within {timeout}s"
+        time.sleep(0.2)
+
+
 def _timed(config: Path, *args: str, timeout: float = 600) -> float:
     started = time.monotonic()
     result = cli(config, *args, timeout=timeout)
@@ -112,6 +128,7 @@ def test_replay_rebuild_and_restart_on_a_real_size_store(database_url, schema, t
     daemon_log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 (closed below)
     daemon = start_daemon(config, "run", stderr=daemon_log.fileno())
     try:
+        _wait_for_lock_holder(database_url, f"rbtc-indexer lock rbtc-follower:{schema}:31337", timeout=120)
         _wait_settled(database_url, schema, info.head, timeout=120)
         middle = info.block_with_half_the_logs()
         started = time.monotonic()
