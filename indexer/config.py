@@ -38,6 +38,10 @@ class ChainConfig(_Strict):
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
+    completeness: Literal["receipts", "bloom"] = Field(
+        default="receipts",
+        description="second source confirming eth_getLogs answers: block receipts, or the bloom's sound check only",
+    )
 
     @field_validator("rpc_urls")
     @classmethod
@@ -89,6 +93,7 @@ class LogConfig(_Strict):
 class IndexerConfig(_Strict):
     batch_size: int = Field(default=5000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
+    receipts: bool = Field(default=True, description="store gas, sender and `to` of every tx with protocol logs")
 
 
 class Config(_Strict):

@@ -178,6 +178,15 @@ class LogDecoder:
             for spec in load_event_specs(role, abi_path):
                 self._specs[(address, spec.topic0)] = spec
 
+    @property
+    def roles(self) -> dict[str, str]:
+        """Each watched address (lower-case) and its contract role."""
+        return dict(self._roles)
+
+    def topics0(self) -> set[str]:
+        """The topic0 of every event of the watched contracts."""
+        return {topic0 for _, topic0 in self._specs}
+
     def decode(self, address: str, topics: Sequence[str], data_hex: str) -> Decoded:
         """Decode one raw log; failures come back as a Decoded with `error` set."""
         address = address.lower()

@@ -5,7 +5,10 @@ stream version gives optimistic concurrency: a second writer, or a retried appen
 key instead of duplicating logs. Global order is the notification id.
 
 Log dicts carry: block_number, block_hash, block_timestamp, tx_hash, tx_index, log_index, address (lower-case),
-topics, data (raw), role, event (name or None), args (decoded, ints as decimal strings, or None), error.
+topics, data (raw), role, event (name or None), args (decoded, ints as decimal strings, or None), error, and
+`tx` (from, to, to_role, gas_used, gas_price, status of the transaction's receipt) when receipts are fetched.
+Observations (facts no log carries: decoded calldata, eth_call reads) have the same shape plus `source`,
+and belong to the LogsIngested of the block they describe, so a revert of that block reverts them too.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class LogsIngested:
     head: int
     logs: list[dict[str, Any]]
     observed_at: float = field(default_factory=time.time)
+    observations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def undecodable(self) -> int:
