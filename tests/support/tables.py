@@ -47,6 +47,20 @@ def _plain(value: object) -> object:
     return value
 
 
+def table_columns(database_url: str, schema: str) -> dict[str, set[str]]:
+    """Every column of every read table."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = ANY(%s)",
+            (schema, list(TABLE_KEYS)),
+        ).fetchall()
+    out: dict[str, set[str]] = {t: set() for t in TABLE_KEYS}
+    for table, column in rows:
+        out[table].add(column)
+    return out
+
+
 def read_tables(database_url: str, schema: str, columns: dict[str, list[str]] | None = None) -> dict[str, list[dict]]:
     """Every read table as sorted lists of dicts (numbers as int, times as unix seconds)."""
     out: dict[str, list[dict]] = {}

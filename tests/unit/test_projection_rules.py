@@ -40,8 +40,9 @@ def synced(tx: str, index: int, user: str, new: int, delta: int, fee: int) -> di
 
 
 def burn(tx: str, index: int, user: str, amount: int) -> dict:
-    return log("oracle_aggregator", "EmergencyBurn", tx, index, user=user, burnedAmount=amount,
-               reason="Insufficient fees")
+    return log(
+        "oracle_aggregator", "EmergencyBurn", tx, index, user=user, burnedAmount=amount, reason="Insufficient fees"
+    )
 
 
 def batch_with_one_emergency() -> list[dict]:
@@ -70,8 +71,13 @@ def test_emergency_flag_is_per_user_and_log_position():
 
 def test_emergency_synced_is_the_next_synced_of_that_user_only():
     # Bob's ordinary sync before his burn in the same transaction stays ordinary; a second burn flags again.
-    logs = [synced(TX1, 0, BOB, 50, 50, 1), burn(TX1, 1, BOB, 50), synced(TX1, 2, ALICE, 9, 9, 1),
-            synced(TX1, 3, BOB, 0, -50, 0), synced(TX2, 0, BOB, 7, 7, 1)]
+    logs = [
+        synced(TX1, 0, BOB, 50, 50, 1),
+        burn(TX1, 1, BOB, 50),
+        synced(TX1, 2, ALICE, 9, 9, 1),
+        synced(TX1, 3, BOB, 0, -50, 0),
+        synced(TX2, 0, BOB, 7, 7, 1),
+    ]
     assert emergency_synced(logs) == {(TX1, 3)}
 
 
@@ -94,8 +100,13 @@ def test_operation_rows_carry_the_frontend_columns():
 
 def test_register_and_prepay_deposit_is_a_deposit_operation_but_a_user_deposit_is_not():
     prepay = log("fee_vault", "Deposited", TX1, 0, user=ALICE, amount=5 * 10**15)
-    prepay["tx"] = {"from": "0x" + "ee" * 20, "to": AGG, "to_role": "oracle_aggregator", "gas_used": "60000",
-                    "gas_price": "7"}
+    prepay["tx"] = {
+        "from": "0x" + "ee" * 20,
+        "to": AGG,
+        "to_role": "oracle_aggregator",
+        "gas_used": "60000",
+        "gas_price": "7",
+    }
     own = log("fee_vault", "Deposited", TX2, 1, user=BOB, amount=10**15)
     own["tx"] = {"from": BOB, "to": VAULT, "to_role": "fee_vault", "gas_used": "40000", "gas_price": "7"}
     rows = by_column(OP_COLUMNS, operation_rows([prepay, own]))
