@@ -35,6 +35,7 @@ def chain():
 def test_backfill_of_a_scenario_equals_the_model(database_url, schema, chain):
     node, w3, deployment = chain
     driver = ScenarioDriver(w3, deployment, seed=11, users=8)
+    driver.run_cases()
     driver.run(160)
     config = make_config(database_url, schema, [node.url], deployment.addresses, start_block=deployment.start_block)
     started = time.monotonic()
