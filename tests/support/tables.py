@@ -17,12 +17,16 @@ def make_config(
     *,
     chain_id: int = 31337,
     start_block: int = 0,
+    extra_contracts: dict[str, list[str]] | None = None,
     **chain: object,
 ) -> Config:
-    """A validated configuration for a local chain."""
+    """A validated configuration for a local chain (`extra_contracts`: more addresses per role)."""
+    contracts = {role: [{"address": a, "start_block": start_block}] for role, a in addresses.items()}
+    for role, more in (extra_contracts or {}).items():
+        contracts.setdefault(role, []).extend({"address": a, "start_block": start_block} for a in more)
     data = {
         "chain": {"chain_id": chain_id, "rpc_urls": rpc_urls, "poll_interval": 0.05, **chain},
-        "contracts": {role: [{"address": a, "start_block": start_block}] for role, a in addresses.items()},
+        "contracts": contracts,
         "database": {"url": database_url, "schema": schema},
         "http": {"enabled": False},
         "log": {"format": "console", "level": "warning"},
