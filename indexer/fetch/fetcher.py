@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from indexer.chain.rpc import RangeTooLarge, RpcClient, RpcError
 from indexer.fetch.receipts import Receipt, ReceiptFetcher
@@ -39,7 +39,7 @@ class Header:
     logs_bloom: bytes = b""
 
     @classmethod
-    def from_rpc(cls, raw: dict) -> Header:
+    def from_rpc(cls, raw: dict[str, Any]) -> Header:
         bloom = raw.get("logsBloom")
         return cls(
             int(raw["number"], 16),
@@ -158,7 +158,7 @@ class LogFetcher:
     def _round(self, start: int, stop: int, all_headers: bool) -> FetchedRange:
         addresses = sorted(a for a, first in self.start_blocks.items() if first <= stop)
         # The last header travels in the same batch as the logs: a node without that block cannot hide logs.
-        calls: list[tuple[str, list]] = [("eth_getBlockByNumber", [hex(stop), False])]
+        calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", [hex(stop), False])]
         if addresses:
             calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(stop), "address": addresses}]))
         results = self.rpc.batch(calls)
@@ -186,7 +186,7 @@ class LogFetcher:
         self._fill_timestamps(logs, headers)
         return FetchedRange(start, stop, logs, headers, receipts)
 
-    def _header(self, number: int, raw: dict | None) -> Header:
+    def _header(self, number: int, raw: dict[str, Any] | None) -> Header:
         if raw is None:
             raise InconsistentResponse(f"node does not have block {number} yet")
         return Header.from_rpc(raw)
@@ -205,7 +205,7 @@ class LogFetcher:
             if headers[number].parent_hash != headers[number - 1].hash:
                 raise InconsistentResponse(f"headers of {start}..{stop} are not one chain (changed at {number})")
 
-    def _check_blooms_hold(self, logs: list[dict], headers: dict[int, Header]) -> None:
+    def _check_blooms_hold(self, logs: list[dict[str, Any]], headers: dict[int, Header]) -> None:
         """The sound direction: a returned log whose block bloom lacks its address or topic0 is a lie."""
         for lg in logs:
             bloom = headers[lg["block_number"]].logs_bloom
@@ -240,9 +240,9 @@ class LogFetcher:
             maybe.append(number)
         return maybe
 
-    def _check_receipts(self, logs: list[dict], receipts: dict[int, list[Receipt]]) -> None:
+    def _check_receipts(self, logs: list[dict[str, Any]], receipts: dict[int, list[Receipt]]) -> None:
         """The receipts of each block must carry exactly the watched logs eth_getLogs returned for it."""
-        returned: dict[int, set[tuple]] = {n: set() for n in receipts}
+        returned: dict[int, set[tuple[Any, ...]]] = {n: set() for n in receipts}
         for lg in logs:
             returned.setdefault(lg["block_number"], set()).add(
                 (lg["log_index"], lg["address"], tuple(t.lower() for t in lg["topics"]), lg["data"].lower(),
@@ -264,7 +264,7 @@ class LogFetcher:
                     f"from eth_getLogs, {extra} not in the receipts"
                 )
 
-    def _fill_headers(self, logs: list[dict], headers: dict[int, Header]) -> None:
+    def _fill_headers(self, logs: list[dict[str, Any]], headers: dict[int, Header]) -> None:
         """Headers of the blocks holding logs (their blooms and hashes are checked), fetched if not yet here."""
         missing = sorted({lg["block_number"] for lg in logs} - set(headers))
         headers.update(self._headers(missing))
@@ -272,7 +272,7 @@ class LogFetcher:
             if headers[lg["block_number"]].hash != lg["block_hash"]:
                 raise InconsistentResponse(f"block {lg['block_number']} changed while fetching its logs")
 
-    def _validate(self, raw_logs: list[dict], start: int, stop: int, headers: dict[int, Header]) -> list[dict]:
+    def _validate(self, raw_logs: list[dict[str, Any]], start: int, stop: int, headers: dict[int, Header]) -> list[dict[str, Any]]:
         logs = []
         previous = (start - 1, -1)
         for raw in raw_logs:
@@ -313,7 +313,7 @@ class LogFetcher:
         return logs
 
     @staticmethod
-    def _fill_timestamps(logs: list[dict], headers: dict[int, Header]) -> None:
+    def _fill_timestamps(logs: list[dict[str, Any]], headers: dict[int, Header]) -> None:
         """Give every log its block time: from the log itself, else from its block's header."""
         for lg in logs:
             if lg["block_timestamp"] is None:
