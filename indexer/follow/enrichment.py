@@ -188,7 +188,19 @@ class Enricher:
             return []
         end = fetched.to_block
         users = sorted(candidates)
-        states = self._is_disputed([(candidates[u][1], u) for u in users], end)
+        try:
+            states = self._is_disputed([(candidates[u][1], u) for u in users], end)
+        except RpcError as exc:
+            if exc.retryable and "revert" not in str(exc).lower():
+                raise
+            # A pool that does not answer isDisputed would stall the follower for ever: stop asking, loudly.
+            log.error(
+                "the pool does not answer isDisputed(address); dispute resolutions will not be observed",
+                error=str(exc)[:200],
+                block=end,
+            )
+            self.disputes = False
+            return []
         out = []
         for user, disputed in zip(users, states, strict=True):
             low, pool = candidates[user]
