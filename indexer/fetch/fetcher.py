@@ -272,7 +272,9 @@ class LogFetcher:
             if headers[lg["block_number"]].hash != lg["block_hash"]:
                 raise InconsistentResponse(f"block {lg['block_number']} changed while fetching its logs")
 
-    def _validate(self, raw_logs: list[dict[str, Any]], start: int, stop: int, headers: dict[int, Header]) -> list[dict[str, Any]]:
+    def _validate(
+        self, raw_logs: list[dict[str, Any]], start: int, stop: int, headers: dict[int, Header]
+    ) -> list[dict[str, Any]]:
         logs = []
         previous = (start - 1, -1)
         for raw in raw_logs:

@@ -6,9 +6,11 @@
   `updateRBTCContribution(user, amount)` call (selector 0x8251c97f) becomes a `ContributionUpdated`
   observation at that log's position.
 - Dispute state: `resolveDispute` emits nothing, so for every user with an open dispute the pool's
-  `isDisputed(address)` is read by eth_call at the range's last block; when it turned false, the first block
-  where it is false is found by bisection and a `DisputeStateObserved` observation is stored at the end of
-  that block (at the range's end if the node has no state that old).
+  `isDisputed(address)` is read by eth_call at the range's last block, once that block is recent enough for
+  a full node to hold its state (`state_window` blocks below the head; older ranges keep the disputes open
+  and are checked later). When it turned false, the first block where it is false is found by bisection
+  (within the state window) and a `DisputeStateObserved` observation is stored at the end of that block:
+  the earliest block at which the closing could be seen, not necessarily the resolving transaction's.
 
 Observations are records shaped like decoded logs (role, event, args, block, position) with `source` naming
 where they came from, so projections fold them like logs and a rebuild needs no RPC.
@@ -90,6 +92,7 @@ class Enricher:
         receipts: bool = True,
         calldata: bool = True,
         disputes: bool = True,
+        state_window: int = 64,
     ):
         """`roles` maps each watched address (lower-case) to its contract role."""
         self.rpc = rpc
@@ -97,6 +100,7 @@ class Enricher:
         self.receipts = receipts
         self.calldata = calldata
         self.disputes = disputes and any(r == POOL_ROLE for r in self.roles.values())
+        self.state_window = state_window
         self.open_disputes: dict[str, str] | None = None  # user -> pool address; None until loaded
 
     # -- public -------------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ class Enricher:
         """Forget what is known of open disputes (after a revert); it is reloaded from the store."""
         self.open_disputes = None
 
-    def enrich(self, fetched: FetchedRange, store: EventStore, chain_id: int) -> list[dict[str, Any]]:
+    def enrich(self, fetched: FetchedRange, store: EventStore, chain_id: int, head: int) -> list[dict[str, Any]]:
         """Annotate `fetched.logs` in place with `tx` records; return the observations of the range."""
         if self.receipts:
             self._attach_receipts(fetched)
@@ -115,7 +119,7 @@ class Enricher:
         if self.disputes:
             if self.open_disputes is None:
                 self.open_disputes = load_open_disputes(store, chain_id)
-            observed.extend(self._dispute_states(fetched))
+            observed.extend(self._dispute_states(fetched, head))
         return sorted(observed, key=lambda o: (o["block_number"], o["log_index"]))
 
     # -- receipts -----------------------------------------------------------------------------------
@@ -174,7 +178,7 @@ class Enricher:
 
     # -- disputes -----------------------------------------------------------------------------------
 
-    def _dispute_states(self, fetched: FetchedRange) -> list[dict[str, Any]]:
+    def _dispute_states(self, fetched: FetchedRange, head: int) -> list[dict[str, Any]]:
         assert self.open_disputes is not None
         filed: dict[str, tuple[int, str]] = {}  # user -> (block of the last filing in the range, pool)
         for lg in fetched.logs:
@@ -184,15 +188,19 @@ class Enricher:
             u: (fetched.from_block - 1, pool) for u, pool in self.open_disputes.items()
         }
         candidates.update(filed)
-        if not candidates:
-            return []
         end = fetched.to_block
+        oldest_state = head - self.state_window
+        if not candidates or end < oldest_state:
+            self.open_disputes.update({u: pool for u, (_, pool) in filed.items()})
+            return []  # too old for a full node's state: checked once the follower is near the head
         users = sorted(candidates)
         try:
             states = self._is_disputed([(candidates[u][1], u) for u in users], end)
         except RpcError as exc:
-            if exc.retryable and "revert" not in str(exc).lower():
-                raise
+            if "revert" not in str(exc).lower():
+                log.warning("isDisputed not answered; disputes stay open until a later range", error=str(exc)[:200])
+                self.open_disputes.update({u: pool for u, (_, pool) in filed.items()})
+                return []
             # A pool that does not answer isDisputed would stall the follower for ever: stop asking, loudly.
             log.error(
                 "the pool does not answer isDisputed(address); dispute resolutions will not be observed",
@@ -208,7 +216,10 @@ class Enricher:
                 self.open_disputes[user] = pool
                 continue
             self.open_disputes.pop(user, None)
-            block = self._first_undisputed(pool, user, low, end)
+            filed_at_low = user in filed
+            if low < oldest_state:
+                low, filed_at_low = oldest_state, True  # open before the state window: probe its first block
+            block = self._first_undisputed(pool, user, low, end, filed_at_low=filed_at_low)
             header = fetched.headers.get(block) or self._header(block)
             out.append(
                 observation(
@@ -228,7 +239,8 @@ class Enricher:
             [
                 ("eth_call", [{"to": pool, "data": IS_DISPUTED_SELECTOR + user[2:].rjust(64, "0")}, hex(block)])
                 for pool, user in calls
-            ]
+            ],
+            attempts=3,
         )
         out = []
         for answer in answers:
@@ -237,9 +249,13 @@ class Enricher:
             out.append(int(answer, 16) != 0)
         return out
 
-    def _first_undisputed(self, pool: str, user: str, low: int, high: int) -> int:
-        """The first block in (low, high] where the dispute is closed; `high` if older state is unavailable."""
+    def _first_undisputed(self, pool: str, user: str, low: int, high: int, *, filed_at_low: bool) -> int:
+        """The first block where the dispute is closed: in (low, high] when it was open at `low`; `low` itself
+        when it is closed there already (`filed_at_low`: it was filed, or first probed, in that block). `high` if
+        the node has no state that old."""
         try:
+            if filed_at_low and not self._is_disputed([(pool, user)], low)[0]:
+                return low
             while high - low > 1:
                 middle = (low + high) // 2
                 if self._is_disputed([(pool, user)], middle)[0]:

@@ -238,7 +238,7 @@ class Follower:
                     error=decoded.error,
                 )
         observations = (
-            self.enricher.enrich(fetched, self.store, self.chain_id) if self.enricher is not None else []
+            self.enricher.enrich(fetched, self.store, self.chain_id, tip.head) if self.enricher is not None else []
         )
         last = fetched.last
         events = [

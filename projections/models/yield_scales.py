@@ -12,7 +12,8 @@ Rules, one per event, folded in chain order over the rows a batch touches:
   new value, tier recomputed from joined_at, activity now.
 - EmergencyBurnTriggered on an active row: a holder's contribution 0 and tier recomputed; activity now.
 - YieldClaimed: yield_claimed += amount, activity now. BalanceDisputed: disputed. DisputeStateObserved (an
-  eth_call read of `isDisputed`): the observed flag.
+  eth_call read of `isDisputed`, made when the follower could, not at the resolving transaction): the observed
+  flag only; `updated_block` stays the block of the last event about the participant.
 Events about users with no row change nothing; on an inactive row only joins and dispute facts do.
 """
 
@@ -103,7 +104,10 @@ def fold_participant(rows: dict[str, dict[str, Any]], lg: Log) -> bool:
     elif row is None:
         return False  # events about users who never joined change nothing
     elif event == "DisputeStateObserved":
+        # Read by eth_call when the follower could (not at the resolving transaction): the flag only.
+        changed = row["is_disputed"] != bool(args["disputed"])
         row["is_disputed"] = bool(args["disputed"])
+        return changed
     elif event == "BalanceDisputed":
         row["is_disputed"] = True
     elif not row["is_active"]:

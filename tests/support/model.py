@@ -446,10 +446,7 @@ class Simulator:
 
     def _do_resolve(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         self._only(sender, self.pool_oracle)
-        user = p["user"].lower()
-        if self.s.disputed.get(user) and user in self.s.participants:
-            self.touched.add(user)  # the dispute closes on a row the table has
-        self.s.put(self.s.disputed, user, False)
+        self.s.put(self.s.disputed, p["user"].lower(), False)
 
     def _do_pool_burn(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         self._only(sender, self.pool_oracle)
@@ -730,6 +727,10 @@ class ScenarioModel:
             placed = [PlacedLog(log, action, idx) for log, idx in zip(logs, action.log_indexes, strict=False)]
             builder.add_tx(placed)
             builder.snapshot_participants(sim, action.block_number)
+        # A resolution emits nothing: the indexer reads the open-dispute flag by eth_call, so the rows carry the
+        # flag as it stands at the end, while updated_block stays the block of the last action on the row.
+        for user, row in builder.participants.items():
+            row["is_disputed"] = sim.s.disputed.get(user, False)
         return sim, builder
 
     @staticmethod

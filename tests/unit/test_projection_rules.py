@@ -163,7 +163,7 @@ def test_events_on_an_ended_membership_change_nothing_but_dispute_facts():
     before = dict(rows[ALICE])
     assert not fold_participant(rows, pool("EmergencyBurnTriggered", 2, 300, user=ALICE, burnedAmount=1, reason="x"))
     assert rows[ALICE] == before
-    assert fold_participant(rows, pool("DisputeStateObserved", 3, 400, user=ALICE, disputed=False))
+    assert fold_participant(rows, pool("DisputeStateObserved", 3, 400, user=ALICE, disputed=True))
 
 
 def test_trader_join_on_an_active_trader_is_a_top_up():
@@ -212,8 +212,10 @@ def test_dispute_filed_then_observed_resolved():
         pool("BalanceDisputed", 1, 20, user=ALICE, reportedBalance=1, oracleBalance=2),
     )
     assert rows[ALICE]["is_disputed"] is True
-    fold_participant(rows, pool("DisputeStateObserved", 2, 30, block=31, user=ALICE, disputed=False))
-    assert (rows[ALICE]["is_disputed"], rows[ALICE]["updated_block"], rows[ALICE]["active_s"]) == (False, 31, 10)
+    assert fold_participant(rows, pool("DisputeStateObserved", 2, 30, block=31, user=ALICE, disputed=False))
+    # The flag only: the observation is placed where the follower could read it, not at the resolving call.
+    assert (rows[ALICE]["is_disputed"], rows[ALICE]["updated_block"], rows[ALICE]["active_s"]) == (False, 20, 10)
+    assert not fold_participant(rows, pool("DisputeStateObserved", 3, 40, user=ALICE, disputed=False))
 
 
 def test_pool_emergency_burn_zeroes_a_holder_and_recomputes_the_tier():
