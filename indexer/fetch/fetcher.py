@@ -179,12 +179,15 @@ class LogFetcher:
             maybe = self._bloom_maybe(headers, start, stop, set(with_logs))
             checked = self.receipt_fetcher.blocks({**{n: headers[n].hash for n in maybe}, **with_logs})
             self._check_receipts(logs, checked)
-            receipts = {n: checked[n] for n in with_logs}
+            receipts = checked
         elif self.fetch_receipts and with_logs:
             receipts = self.receipt_fetcher.blocks(with_logs)
             self._check_receipts(logs, receipts)
+        # Keep only the receipts of transactions with watched logs (busy blocks hold many others).
+        txs = {lg["tx_hash"].lower() for lg in logs}
+        kept = {n: [r for r in receipts[n] if r.tx_hash in txs] for n in with_logs if n in receipts}
         self._fill_timestamps(logs, headers)
-        return FetchedRange(start, stop, logs, headers, receipts)
+        return FetchedRange(start, stop, logs, headers, kept)
 
     def _header(self, number: int, raw: dict[str, Any] | None) -> Header:
         if raw is None:

@@ -79,7 +79,7 @@ class Receipt:
 class ReceiptFetcher:
     """Fetches every receipt of given blocks (by number, checked against the expected block hash)."""
 
-    def __init__(self, rpc: RpcClient, *, batch: int = 50):
+    def __init__(self, rpc: RpcClient, *, batch: int = 10):
         self.rpc = rpc
         self.batch = batch
         self.block_receipts_works: bool | None = None  # unknown until the node answered once

@@ -714,8 +714,14 @@ class ScenarioModel:
             chosen = [a for a in self.actions.values() if a.tx_hash in wanted]
         return sorted(chosen, key=lambda a: (a.block_number, a.tx_index))
 
-    def simulate(self, canonical_tx_hashes: Iterable[str] | None = None) -> tuple[Simulator, TableBuilder]:
-        """Replay canonical actions; check each against its receipt; return final state and tables."""
+    def simulate(
+        self, canonical_tx_hashes: Iterable[str] | None = None, *, resolutions_visible: bool = True
+    ) -> tuple[Simulator, TableBuilder]:
+        """Replay canonical actions; check each against its receipt; return final state and tables.
+
+        `resolutions_visible=False` predicts tables built up to a block older than the node's state window: a
+        dispute resolution emits nothing and cannot be read there, so every dispute ever filed still shows open.
+        """
         sim = Simulator(**self.roles)
         builder = TableBuilder(self.addresses)
         for action in self.canonical_actions(canonical_tx_hashes):
@@ -729,8 +735,9 @@ class ScenarioModel:
             builder.snapshot_participants(sim, action.block_number)
         # A resolution emits nothing: the indexer reads the open-dispute flag by eth_call, so the rows carry the
         # flag as it stands at the end, while updated_block stays the block of the last action on the row.
+        filed = {a.sender for a in self.canonical_actions(canonical_tx_hashes) if a.kind == "dispute" and a.status == 1}
         for user, row in builder.participants.items():
-            row["is_disputed"] = sim.s.disputed.get(user, False)
+            row["is_disputed"] = sim.s.disputed.get(user, False) if resolutions_visible else user in filed
         return sim, builder
 
     @staticmethod
@@ -742,9 +749,11 @@ class ScenarioModel:
             count = len(action.log_indexes)
             raise ModelMismatch(f"{action.kind} {action.tx_hash}: model logs {names}, receipt has {count} logs")
 
-    def expected_tables(self, canonical_tx_hashes: Iterable[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    def expected_tables(
+        self, canonical_tx_hashes: Iterable[str] | None = None, *, resolutions_visible: bool = True
+    ) -> dict[str, list[dict[str, Any]]]:
         """Expected read tables, from the actions flagged canonical or from the given tx hashes only."""
-        return self.simulate(canonical_tx_hashes)[1].tables()
+        return self.simulate(canonical_tx_hashes, resolutions_visible=resolutions_visible)[1].tables()
 
     def expected_state(self, canonical_tx_hashes: Iterable[str] | None = None) -> ChainState:
         """Simulated contract storage after the canonical actions."""

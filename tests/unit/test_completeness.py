@@ -134,6 +134,7 @@ def test_a_bloom_maybe_without_logs_is_cleared_by_the_receipts():
     assert [(lg["block_number"], lg["log_index"]) for lg in fetched.logs] == [(5, 0), (7, 0), (7, 1)]
     assert f.receipt_checks == 3  # blocks 5 and 7 (with logs) and 6 (bloom maybe: silent address and Synced)
     assert sorted(fetched.receipts) == [5, 7]
+    assert [r.tx_hash for r in fetched.receipts[5]] == [f"0x{50:064x}"]  # only transactions with watched logs
     assert fetched.receipts[7][0].gas_used == 21000
 
 
