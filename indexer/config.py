@@ -43,6 +43,10 @@ class ChainConfig(_Strict):
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
+    completeness: Literal["receipts", "bloom"] = Field(
+        default="receipts",
+        description="second source confirming eth_getLogs answers: block receipts, or the bloom's sound check only",
+    )
 
     @field_validator("rpc_urls")
     @classmethod
@@ -108,6 +112,7 @@ class IndexerConfig(_Strict):
     stall_timeout: float = Field(
         default=120.0, gt=0, description="seconds without follower progress while behind before it counts as stuck"
     )
+    receipts: bool = Field(default=True, description="store gas, sender and `to` of every tx with protocol logs")
 
 
 class Config(_Strict):

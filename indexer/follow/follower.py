@@ -19,7 +19,8 @@ from indexer.chain.rpc import ChainMismatch, RpcClient, RpcError, RpcUnavailable
 from indexer.decode.decoder import LogDecoder
 from indexer.errors import ReorgBelowFinality
 from indexer.fetch.fetcher import FetchedRange, Header, InconsistentResponse, LogFetcher
-from indexer.records import DecodedLog
+from indexer.follow.enrichment import Enricher
+from indexer.records import DecodedLog, Observation
 from indexer.store import db
 from indexer.store.event_store import ConcurrentAppend, Cursor, CursorAdvance, EventStore
 from indexer.store.events import BlocksReverted, LogsIngested
@@ -105,6 +106,7 @@ class Follower:
         stop: threading.Event | None = None,
         on_append: Callable[[FollowerProgress, LogsIngested | BlocksReverted], None] | None = None,
         rewind_requests: RewindRequests | None = None,
+        enricher: Enricher | None = None,
     ):
         self.chain_id = chain_id
         self.rpc = rpc
@@ -118,6 +120,7 @@ class Follower:
         self.stop = stop or threading.Event()
         self.on_append = on_append
         self.rewind_requests = rewind_requests
+        self.enricher = enricher
         self.progress = FollowerProgress()
         self.log = log.bind(chain=chain_id)
         self._finalized = -1  # never moves backwards within the process (nor below the stored cursor's)
@@ -153,6 +156,8 @@ class Follower:
                 continue
             except ConcurrentAppend as exc:
                 self.log.warning("stream moved under the follower, reloading cursor", error=str(exc))
+                if self.enricher is not None:
+                    self.enricher.reset()
                 cursor = self._reload_cursor()
                 continue
             except db.TRANSIENT_ERRORS as exc:
@@ -276,6 +281,8 @@ class Follower:
             replay_request=request_id,
         )
         cursor = self.store.append(cursor, [event], advance)
+        if self.enricher is not None:
+            self.enricher.reset()
         self.log.warning("replay: blocks reverted for re-ingestion", from_block=from_block, to_block=event.to_block)
         self._announce(cursor, event)
         return cursor
@@ -315,6 +322,9 @@ class Follower:
                     log_index=entry["log_index"],
                     error=entry["error"],
                 )
+        observations: list[Observation] = []
+        if self.enricher is not None:
+            logs, observations = self.enricher.enrich(fetched, logs, self.store, self.chain_id, tip.head)
         last = fetched.last
         events = [
             LogsIngested(
@@ -325,9 +335,23 @@ class Follower:
                 finalized=tip.finalized,
                 head=tip.head,
                 logs=chunk,
+                observations=[o for o in observations if first <= o["block_number"] <= last_block],
             )
             for first, last_block, chunk in split_by_block(logs, fetched.from_block, fetched.to_block)
         ]
+        if observations and not events:
+            events = [
+                LogsIngested(
+                    chain_id=self.chain_id,
+                    from_block=fetched.from_block,
+                    to_block=fetched.to_block,
+                    to_hash=last.hash,
+                    finalized=tip.finalized,
+                    head=tip.head,
+                    logs=[],
+                    observations=observations,
+                )
+            ]
         # Near the head every header joins the window; after a backfill range, its last block does, so a reorg
         # right above the finalized block still finds its common ancestor.
         headers = fetched.headers.values() if window else [last]
@@ -417,6 +441,8 @@ class Follower:
             0, 0, ancestor.number, ancestor.hash, cursor.finalized_block, drop_blocks_from=ancestor.number + 1
         )
         cursor = self.store.append(cursor, [event], advance)
+        if self.enricher is not None:
+            self.enricher.reset()
         self.progress.reorgs += 1
         self.log.warning(
             "reorg: blocks reverted",

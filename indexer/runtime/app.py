@@ -16,6 +16,7 @@ from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
 from indexer.errors import AlreadyRunning, ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
+from indexer.follow.enrichment import Enricher
 from indexer.follow.follower import Follower, RewindRequest
 from indexer.runtime.hooks import Hooks
 from indexer.runtime.plan import RunPlan
@@ -127,7 +128,15 @@ class Indexer:
             chain_id=chain.chain_id,
             rpc=self.rpc,
             store=self.store,
-            fetcher=LogFetcher(self.rpc, self.config.start_blocks(), span),
+            fetcher=LogFetcher(
+                self.rpc,
+                self.config.start_blocks(),
+                span,
+                completeness=chain.completeness,
+                fetch_receipts=self.config.indexer.receipts,
+                watched_topics=self.decoder.topics0(),
+            ),
+            enricher=Enricher(self.rpc, self.decoder.roles, receipts=self.config.indexer.receipts),
             decoder=self.decoder,
             start_block=self.config.start_block(),
             confirmations=chain.confirmations,

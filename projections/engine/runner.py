@@ -294,6 +294,14 @@ class ProjectionRunner:
                 )
                 if logs:
                     state.applied_block = max(state.applied_block, max(lg["block_number"] for lg in logs))
+                observed = [
+                    cast(Log, o)
+                    for o in event.observations
+                    if (o["role"], o["event"]) in projection.handles
+                    and (orphaned_from is None or o["block_number"] < orphaned_from)
+                ]
+                if observed:  # each observation right after the log (or at the end of the block) it describes
+                    logs = sorted(logs + observed, key=lambda lg: (lg["block_number"], lg["log_index"], "source" in lg))
                 for block, group in groupby(logs, key=lambda lg: lg["block_number"]):
                     if block <= state.finalized_seen:
                         final.extend(group)

@@ -29,6 +29,8 @@ FAULT_OPTIONS = (
     "truncate_rate",
     "empty_logs_rate",
     "forked_logs_rate",
+    "cut_logs_rate",
+    "cut_logs_style",
     "max_range",
     "lag_blocks",
     "down",
@@ -48,6 +50,7 @@ STAT_KEYS = (
     "truncate",
     "empty_logs",
     "forked_logs",
+    "cut_logs",
     "max_range",
     "lag_rewrites",
     "upstream_error",
@@ -119,6 +122,8 @@ class FaultProxy:
         self.truncate_rate = 0.0
         self.empty_logs_rate = 0.0
         self.forked_logs_rate = 0.0  # eth_getLogs answered from another fork: every log's blockHash differs
+        self.cut_logs_rate = 0.0  # eth_getLogs answered with some logs cut, the rest kept
+        self.cut_logs_style = "tail"  # "tail": the last 1-3 logs go; "middle": one log from the middle goes
         self.max_range: int | None = None
         self.lag_blocks = 0
         self.null_finalized = 0  # answer this many eth_getBlockByNumber("finalized") calls with null (-1: all)
@@ -154,6 +159,7 @@ class FaultProxy:
             truncate_rate=0.0,
             empty_logs_rate=0.0,
             forked_logs_rate=0.0,
+            cut_logs_rate=0.0,
             max_range=None,
             lag_blocks=0,
             down=False,
@@ -422,6 +428,20 @@ class FaultProxy:
                 return [{**log, "blockHash": "0x" + "f" * 64} if isinstance(log, dict) else log for log in logs]
 
             return _Plan(call, post=other_fork)
+        if self._roll(self.cut_logs_rate):
+            style = self.cut_logs_style
+            drop = self._rng.randint(1, 3)
+
+            def cut(logs: Any) -> Any:
+                if not isinstance(logs, list) or not logs:
+                    return logs
+                self._bump("cut_logs")
+                if style == "middle":
+                    middle = len(logs) // 2
+                    return logs[:middle] + logs[middle + 1 :]
+                return logs[: max(0, len(logs) - drop)]
+
+            return _Plan(call, post=cut)
         if lag <= 0:
             return _Plan(call)
         head = view.head()
