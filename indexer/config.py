@@ -28,6 +28,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _address(value: str) -> str:
+    body = value[2:] if value.startswith("0x") else ""
+    if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+        raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte hex address")
+    return value.lower()
+
+
 class ChainConfig(_Strict):
     name: str = "chain"
     chain_id: int = Field(gt=0)
@@ -38,6 +45,14 @@ class ChainConfig(_Strict):
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
+    multicall_address: str = Field(
+        default="0xcA11bde05977b3631167028862bE2a173976CA11", description="Multicall3 for verify's batched reads"
+    )
+
+    @field_validator("multicall_address")
+    @classmethod
+    def _multicall_is_address(cls, value: str) -> str:
+        return _address(value)
 
     @field_validator("rpc_urls")
     @classmethod
@@ -56,10 +71,7 @@ class ContractConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _is_address(cls, value: str) -> str:
-        body = value[2:] if value.startswith("0x") else ""
-        if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
-            raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte hex address")
-        return value.lower()
+        return _address(value)
 
 
 class ContractsConfig(_Strict):
@@ -89,6 +101,8 @@ class LogConfig(_Strict):
 class IndexerConfig(_Strict):
     batch_size: int = Field(default=5000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
+    verify_interval: int = Field(default=0, ge=0, description="`run` verifies every N blocks; 0 = never")
+    verify_users_per_request: int = Field(default=250, ge=1, le=5000, description="first users per state request")
 
 
 class Config(_Strict):
