@@ -20,6 +20,7 @@ from indexer.follow.follower import Follower, ReorgBelowFinality
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
+from indexer.verify.periodic import PeriodicVerifier
 from projections.engine import registry
 from projections.engine.rebuild import rebuild
 from projections.engine.runner import NeedsRebuild, ProjectionRunner, wait_for_events
@@ -37,6 +38,7 @@ class Hooks:
     on_batch: Callable | None = None
     on_ready: Callable[[], None] | None = None
     rpc_observer: Callable | None = None
+    on_verify: Callable | None = None  # (VerifyResult | None, error | None) after each automatic verification
 
 
 @dataclass
@@ -163,6 +165,11 @@ class Indexer:
             threads.append(
                 self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
             )
+        if self.config.indexer.verify_interval and want_follower and len(projections) == len(registry.NAMES):
+            periodic = PeriodicVerifier(
+                self.config, self.rpc, registry.NAMES, self.stop, self.state.ready, on_verify=self.hooks.on_verify
+            )
+            threads.append(self._thread("verify", periodic.run, None))
         log.info(
             "indexer running",
             schema=self.schema,
