@@ -18,6 +18,9 @@ from indexer.config import load_config
 from indexer.errors import ExitCode
 from indexer.runtime.app import Indexer
 from indexer.store.status import read_status
+from indexer.verify.chain_state import BlockNotCanonical
+from indexer.verify.verifier import BlockChoice, Verifier
+from projections.engine import registry
 from tests.support.anvil import start_anvil
 from tests.support.compare import wait_for_model
 from tests.support.daemon import cli, write_config
@@ -260,3 +263,99 @@ def test_corrupted_deleted_and_stray_rows_are_named_exactly(database_url, schema
     status = read_status(database_url, schema)
     assert status["verify"]["last_error"].startswith(f"{len(_found(mine))} difference(s) at block {head}: ")
     assert status["verify"]["last_run"]["outcome"] == "differences"
+
+
+def test_a_reorg_between_choosing_the_block_and_reading_state_is_detected_not_reported(
+    database_url, schema, chain, tmp_path
+):
+    node, w3, deployment = chain
+    driver = _driver(w3, deployment, seed=4, users=6, every_kind=False)
+    driver.run(40)
+    driver.run_bulk(1, batch_size=6)  # the last block syncs every user: its state differs from its parent's
+    head = w3.eth.block_number
+    config = load_config(write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment))
+    assert Indexer(config).run(to_block=head) == ExitCode.OK
+    synth = deployment.contracts["rbtc_synth"]
+    supply_before = synth.functions.totalSupply().call(block_identifier=head)
+    pinned: list = []
+
+    def reorg(block) -> None:
+        pinned.append(block)
+        w3.provider.make_request("anvil_reorg", [1, []])  # the same height now holds an empty block
+
+    indexer = Indexer(config)
+    verifier = Verifier(config, indexer.rpc, registry.NAMES, after_pin=reorg)
+    with pytest.raises(BlockNotCanonical, match=f"block {head} .* is no longer canonical"):
+        verifier.run(BlockChoice())
+    assert pinned[0].number == head and w3.eth.get_block(head)["hash"].to_0x_hex() != pinned[0].hash
+    # reading by number instead of by hash would have compared another state
+    assert synth.functions.totalSupply().call(block_identifier=head) != supply_before
+    runs = _query(database_url, schema, "SELECT outcome, differences, error FROM verify_runs")
+    assert len(runs) == 1 and runs[0][:2] == ("error", 0) and "no longer canonical" in runs[0][2]
+    assert "no longer canonical" in read_status(database_url, schema)["verify"]["last_error"]
+
+
+def test_unreachable_rpc_is_one_clear_error(database_url, schema, chain, tmp_path):
+    node, w3, deployment = chain
+    driver = _driver(w3, deployment, seed=2, users=4, every_kind=False)
+    driver.run(20)
+    good = write_config(tmp_path / "good.toml", database_url, schema, node.url, deployment)
+    assert cli(good, "run", "--to-block", str(w3.eth.block_number)).returncode == 0
+    dead = write_config(tmp_path / "dead.toml", database_url, schema, "http://user:pw@127.0.0.1:9/apikey", deployment)
+    result = cli(dead, "verify")
+    assert result.returncode == ExitCode.ERROR
+    err = [line for line in result.stderr.splitlines() if line.startswith("rbtc-indexer: error:")]
+    assert len(err) == 1 and "cannot reach the chain" in err[0] and "connection failed" in err[0], result.stderr
+    assert "Traceback" not in result.stderr and "apikey" not in result.stderr and "pw@" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_node_without_state_at_the_block_says_so_and_latest_consistent_verifies(database_url, schema, tmp_path):
+    node, w3, deployment = _start(("--prune-history",))
+    try:
+        driver = _driver(w3, deployment, seed=9, users=4, every_kind=False)
+        driver.run(20)
+        config = write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment)
+        assert cli(config, "run", "--to-block", str(w3.eth.block_number)).returncode == 0
+        w3.provider.make_request("anvil_mine", [300])
+        result = cli(config, "verify")
+        assert result.returncode == ExitCode.ERROR, result.stdout
+        assert "has no state at block" in result.stderr and "--block latest-consistent" in result.stderr
+        assert "Traceback" not in result.stderr
+        head = w3.eth.block_number
+        daemon = threading.Thread(target=lambda: cli(config, "run", "--to-block", str(head)), daemon=True)
+        daemon.start()
+        result, document = _verify(config, "--block", "latest-consistent")
+        daemon.join(timeout=60)
+        assert result.returncode == ExitCode.OK, result.stderr
+        assert document["block"]["number"] >= head and document["block"]["chosen"] == "latest consistent"
+    finally:
+        node.stop()
+
+
+def test_a_user_list_too_large_for_one_call_is_split_and_batches_replace_a_missing_multicall(
+    database_url, schema, tmp_path
+):
+    node, w3, deployment = _start(("--gas-limit", "8000000"))
+    try:
+        driver = _driver(w3, deployment, seed=5, users=400, every_kind=False)
+        driver.run_bulk(1600, batch_size=40)
+        head = w3.eth.block_number
+        config_path = write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment)
+        config = load_config(config_path)
+        assert Indexer(config).run(to_block=head) == ExitCode.OK
+        indexer = Indexer(config)
+        verifier = Verifier(config, indexer.rpc, registry.NAMES, users_per_request=400)
+        result = verifier.run(BlockChoice())
+        assert result.differences == [] and result.users_checked >= 400
+        assert result.method == "multicall"
+        assert verifier.reader.chunk.value < 400  # 2,400 getter calls do not fit under the 8M gas cap
+        assert result.chain_requests > 2 + 400 // verifier.reader.chunk.maximum
+        missing = config.model_copy(
+            update={"chain": config.chain.model_copy(update={"multicall_address": "0x" + "11" * 20})}
+        )
+        fallback = Verifier(missing, indexer.rpc, registry.NAMES, users_per_request=100)
+        result = fallback.run(BlockChoice())
+        assert result.method == "batch" and result.differences == [] and result.users_checked >= 400
+    finally:
+        node.stop()
