@@ -359,3 +359,80 @@ def test_a_user_list_too_large_for_one_call_is_split_and_batches_replace_a_missi
         assert result.method == "batch" and result.differences == [] and result.users_checked >= 400
     finally:
         node.stop()
+
+
+def test_run_verifies_every_interval_and_reports_in_status_and_metrics(database_url, schema, chain, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from indexer.config import HttpConfig, IndexerConfig
+    from indexer.ops.service import Service
+
+    node, w3, deployment = chain
+    driver = _driver(w3, deployment, seed=13, users=6, every_kind=False)
+    driver.run(30)
+    base = load_config(write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment))
+    config = base.model_copy(
+        update={
+            "indexer": IndexerConfig(verify_interval=5),
+            "http": HttpConfig(listen="127.0.0.1:0", enabled=True),
+        }
+    )
+    indexer = Indexer(config)
+    service = Service(indexer, env={})
+    worker = threading.Thread(target=lambda: service.run(None, None), daemon=True)
+    worker.start()
+    q = lambda sql: _query(database_url, schema, sql)  # noqa: E731
+    try:
+        wait = threading.Event()
+        for _ in range(300):
+            if service.http is not None and q("SELECT to_regclass('verify_runs') IS NOT NULL")[0][0]:
+                if q("SELECT count(*) FROM verify_runs")[0][0] >= 1:
+                    break
+            wait.wait(0.1)
+        first = q("SELECT block_number, outcome FROM verify_runs ORDER BY id")
+        assert first and first[0] == (w3.eth.block_number, "equal"), first
+        driver.run(12)  # more than verify_interval blocks
+        for _ in range(300):
+            if q("SELECT count(*) FROM verify_runs")[0][0] >= 2:
+                break
+            wait.wait(0.1)
+        runs = q("SELECT block_number, outcome FROM verify_runs ORDER BY id")
+        assert len(runs) >= 2 and all(outcome == "equal" for _, outcome in runs), runs
+        assert runs[1][0] >= runs[0][0] + 5
+        # a corrupted table is reported by the next run, in sync_status, /status and the metrics
+        q(
+            "UPDATE balances SET wrbtc_balance = wrbtc_balance + 1 WHERE user_address = "
+            "(SELECT min(user_address) FROM balances)"
+        )
+        driver.run(12)
+        for _ in range(300):
+            if q("SELECT count(*) FROM verify_runs WHERE outcome = 'differences'")[0][0] >= 1:
+                break
+            wait.wait(0.1)
+        assert service.http is not None
+        body = _get(f"http://127.0.0.1:{service.http.port}/status")
+        status = json.loads(body)["verify"]
+        assert status["last_run"]["outcome"] == "differences" and status["last_run"]["differences"] == 1
+        assert (
+            status["last_error"].startswith("1 difference(s) at block ")
+            and "balances.wrbtc_balance (1)" in (status["last_error"])
+        )
+        metrics = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(_get(f"http://127.0.0.1:{service.http.port}/metrics"))
+            for s in family.samples
+        }
+        assert metrics[("rbtc_indexer_verify_differences", ())] == 1
+        assert metrics[("rbtc_indexer_verify_runs_total", (("outcome", "differences"),))] >= 1
+        assert metrics[("rbtc_indexer_verify_runs_total", (("outcome", "equal"),))] >= 2
+        assert metrics[("rbtc_indexer_verify_block", ())] == status["indexed_block"]
+    finally:
+        indexer.stop.set()
+        worker.join(timeout=30)
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
