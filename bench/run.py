@@ -26,6 +26,8 @@ from typing import Any
 from bench.baseline import run_baseline
 from bench.chain import CACHE_DIR, ChainParams, cached_chain, fingerprint, load_chain, read_model
 from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild, stored_logs, tables_match
+from bench.verify_timing import prepare as prepare_verify
+from bench.verify_timing import time_verify
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -133,6 +135,8 @@ ROWS = [
     ("rebuild_events_per_s", "rebuild all projections, events/s"),
     ("head_latency_ms_p50", "head latency p50, ms (mined -> balances+transactions)"),
     ("head_latency_ms_p99", "head latency p99, ms"),
+    ("verify_seconds", "verify, every user at one pinned block, s"),
+    ("verify_wall_seconds", "verify, whole command (process start to exit), s"),
     ("baseline_logs_per_s", "baseline (web3 get_logs + row inserts), logs/s"),
     ("speedup_over_baseline", "backfill / baseline"),
 ]
@@ -294,6 +298,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except RunFailed as exc:
                 report.fail("head latency", exc)
+
+        if kept is not None:
+            _say("verify: the tables against the chain at one pinned block (Multicall3 aggregate3) ...")
+            try:
+                block = prepare_verify(ws, kept)
+                v = time_verify(ws, kept, runs=args.runs)
+                report.add("verify_seconds", v["seconds"])
+                report.add("verify_wall_seconds", v["wall_seconds"])
+                report.extra["verify"] = v
+                report.check("verify: tables equal the chain", sorted(v["differences_by_column"]))
+                _say(
+                    f"  {v['users_checked']:,} users at block {block}: {v['seconds']:.2f}s ({v['wall_seconds']:.2f}s "
+                    f"wall), {v['chain_calls']:,} getter calls in {v['chain_requests']} requests, "
+                    f"{v['differences']} differences"
+                )
+            except (RunFailed, subprocess.SubprocessError) as exc:
+                report.fail("verify", exc)
     finally:
         ws.cleanup()
         node.stop()

@@ -39,7 +39,7 @@ def _start(extra_args: tuple[str, ...] = (), multicall: bool = True):
     w3 = Web3(Web3.HTTPProvider(node.url))
     deployment = Deployment.deploy(w3)
     if multicall:
-        install_multicall3(w3, deployment.committee)
+        install_multicall3(node.url)
     return node, w3, deployment
 
 

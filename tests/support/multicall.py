@@ -1,31 +1,36 @@
-"""Multicall3 on a local anvil node: the project's own aggregate3 contract, deployed, then its runtime code
-placed at the canonical address 0xcA11bde05977b3631167028862bE2a173976CA11 (where every real chain has it)."""
+"""Multicall3 on a local anvil node: the project's own aggregate3 contract (tests/contracts/Multicall3.sol) placed
+at the canonical address 0xcA11bde05977b3631167028862bE2a173976CA11, where real chains have it.
+
+The runtime code is what the init code returns when run by `eth_call`; `anvil_setCode` puts it in place, so no
+transaction is sent and no account's nonce moves. Blocks mined afterwards carry the code in their state.
+"""
 
 from __future__ import annotations
 
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
-
-from tests.support.scenario import load_artifact
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 CANONICAL = "0xcA11bde05977b3631167028862bE2a173976CA11"
+ARTIFACT = Path(__file__).resolve().parents[1] / "contracts" / "build" / "Multicall3.json"
 
 
-def install_multicall3(w3: Web3, deployer: LocalAccount, at: str = CANONICAL) -> str:
-    """Deploy tests/contracts/Multicall3.sol and copy its code to `at`; return `at` (lower-case)."""
-    artifact = load_artifact("Multicall3")
-    tx = {
-        "from": deployer.address,
-        "data": artifact["bytecode"],
-        "gas": 2_000_000,
-        "nonce": w3.eth.get_transaction_count(deployer.address, "pending"),
-        "chainId": w3.eth.chain_id,
-        "gasPrice": w3.eth.gas_price,
-    }
-    signed = deployer.sign_transaction(tx)
-    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=30)
-    if receipt["status"] != 1:
-        raise RuntimeError("deploying Multicall3 failed")
-    code = w3.eth.get_code(receipt["contractAddress"])
-    w3.provider.make_request("anvil_setCode", [at, "0x" + bytes(code).hex()])
+def _rpc(url: str, method: str, params: list[Any]) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    if "error" in answer:
+        raise RuntimeError(f"{method}: {answer['error']}")
+    return answer["result"]
+
+
+def install_multicall3(rpc_url: str, at: str = CANONICAL) -> str:
+    """Put Multicall3's runtime code at `at` on the anvil node at `rpc_url`; return `at` (lower-case)."""
+    init_code = json.loads(ARTIFACT.read_text())["bytecode"]
+    runtime = _rpc(rpc_url, "eth_call", [{"data": init_code}, "latest"])
+    if len(runtime) <= 2:
+        raise RuntimeError("Multicall3's init code returned no runtime code")
+    _rpc(rpc_url, "anvil_setCode", [at, runtime])
     return at.lower()
