@@ -10,15 +10,16 @@ and grows back after successes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import function_signature_to_4byte_selector
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.abi import function_signature_to_4byte_selector
 
 from indexer.chain.rpc import RpcClient, RpcError
 from indexer.errors import Fatal, Retryable
@@ -154,7 +155,7 @@ class ChainStateReader:
 
     # -- public ------------------------------------------------------------------------------------------
 
-    def read(self, block: PinnedBlock, users: Sequence[str], *, force_batch: bool = False) -> ChainState:
+    def read(self, block: PinnedBlock, users: Sequence[str]) -> ChainState:
         """Every user's state and the global figures at `block` (raises BlockNotCanonical, StateUnavailable)."""
         pin = {"blockHash": block.hash, "requireCanonical": True}
         self.calls = self.requests = 0
@@ -170,14 +171,16 @@ class ChainStateReader:
         )
         burns = self._optional_uint(block, self.contracts.oracle_aggregator, TOTAL_EMERGENCY_BURNS)
         dispute = self._dispute_getter(block)
-        method: Literal["multicall", "batch"] = "batch" if force_batch or code in (None, "0x", "0x0") else "multicall"
+        method: Literal["multicall", "batch"] = "batch" if code in (None, "0x", "0x0") else "multicall"
         states: dict[str, UserChainState] = {}
         pending = list(users)
         while pending:
             size = self.chunk.value
             part = pending[:size]
             try:
-                got = self._guarded(block, lambda p=part: self._users(block, p, dispute, method), shrinkable=True)
+                got: dict[str, UserChainState] = self._guarded(
+                    block, functools.partial(self._users, block, part, dispute, method), shrinkable=True
+                )
             except _Refused as refusal:
                 if not self.chunk.refused():
                     raise VerifyFailed(

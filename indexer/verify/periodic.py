@@ -8,6 +8,7 @@ at the next block the tables reach.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -23,6 +24,7 @@ from indexer.verify.verifier import BlockChoice, Verifier
 
 log = structlog.get_logger("verify")
 POLL_SECONDS = 1.0
+RETRY_FIRST, RETRY_MAX = 5.0, 300.0  # seconds before trying again after a failed run, doubling up to the max
 
 
 class PeriodicVerifier:
@@ -46,11 +48,13 @@ class PeriodicVerifier:
         self.on_verify = on_verify
         self.verifier = Verifier(config, rpc, projections, stop=stop)  # refuses a config verify cannot read
         self.last_block: int | None = None
+        self.failures = 0
+        self.not_before = 0.0
 
     def run(self) -> None:
         """Until stopped: wait for readiness, then verify whenever the tables are far enough ahead."""
         while not self.stop.wait(POLL_SECONDS):
-            if not self.ready.is_set():
+            if not self.ready.is_set() or time.monotonic() < self.not_before:
                 continue
             try:
                 block = self._tables_block()
@@ -67,13 +71,19 @@ class PeriodicVerifier:
             result = self.verifier.run(BlockChoice("at-indexed", None, wait_seconds=5.0))
         except BlockNotCanonical as exc:
             log.info("verify interrupted by a reorg, will retry", error=str(exc))
-            self._report(None, exc)
+            self._failed(exc, RETRY_FIRST)
             return None
         except (IndexerError, RpcError, psycopg.Error) as exc:
-            log.error("verify failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            self._report(None, exc)
+            delay = min(RETRY_MAX, RETRY_FIRST * 2**self.failures)
+            log.error(
+                "verify failed",
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                retry_in_seconds=delay,
+            )
+            self._failed(exc, delay)
             return None
         self.last_block = result.block.number
+        self.failures = 0
         if not result.equal:
             log.error(
                 "verify found differences",
@@ -83,6 +93,11 @@ class PeriodicVerifier:
             )
         self._report(result, None)
         return result
+
+    def _failed(self, error: BaseException, delay: float) -> None:
+        self.failures += 1
+        self.not_before = time.monotonic() + delay
+        self._report(None, error)
 
     def _tables_block(self) -> int | None:
         with snapshot(

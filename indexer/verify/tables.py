@@ -46,7 +46,7 @@ class TableSnapshot:
 
     def consistency(self) -> Consistency:
         """The block every projection's tables reflect in this snapshot, or why there is none."""
-        rows = dict(
+        rows: dict[str, int] = dict(
             self.conn.execute(
                 "SELECT projection, notification_id FROM projection_tracking WHERE projection = ANY(%s)",
                 (list(self.projections),),
