@@ -28,10 +28,10 @@ from tests.support.multicall import install_multicall3
 from tests.support.scenario import Deployment, ScenarioDriver
 
 SILENT_POOL_ACTIONS = ("update_contribution", "resolve")
-SUPPLY = "global RBTCSynth.totalSupply = sum(balances.rbtc_balance)"
-VAULT_ETH = "global FeeVault ETH balance = sum(balances.fee_vault_wei)"
-BURN_COUNT = "global OracleAggregator.totalEmergencyBurns = count(emergency_burns)"
-TABLE_INVARIANT = "invariant balances.last_sats = balances.rbtc_balance"
+SUPPLY = "sum(balances.rbtc_balance)=RBTCSynth.totalSupply"
+VAULT_ETH = "sum(balances.fee_vault_wei)=FeeVault.ethBalance"
+BURN_COUNT = "count(emergency_burns)=OracleAggregator.totalEmergencyBurns"
+TABLE_INVARIANT = "invariant:balances.last_sats=balances.rbtc_balance"
 
 
 def _start(extra_args: tuple[str, ...] = (), multicall: bool = True):
@@ -246,6 +246,7 @@ def test_corrupted_deleted_and_stray_rows_are_named_exactly(database_url, schema
     lines = short.stdout.splitlines()
     header = lines.index("subject column table-value chain-value")
     assert len(lines[header + 1 : -1]) == 2 and lines[-1] == f"... {len(expected) - 2} more (raise --max-diffs)"
+    assert all(len(line.split()) == 4 for line in lines[header + 1 : -1])
     assert f"{len(expected)} difference(s)" in lines[0]
 
     only_a = cli(config, "verify", "--json", "--users", a.upper().replace("0X", "0x"))
