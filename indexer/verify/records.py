@@ -72,6 +72,7 @@ class LogFacts:
 
     addresses: frozenset[str]  # every address a watched log names as an argument
     burns: dict[tuple[str, int], BurnRow]  # every aggregator EmergencyBurn log
+    upto_notification: int = 0  # the stored events folded in: notification ids up to this one
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,22 +111,23 @@ class TableSnapshot:
 
     # -- the chain's own logs, as stored -----------------------------------------------------------------
 
-    def log_facts(self, upto_notification: int, upto_block: int, contracts: frozenset[str]) -> LogFacts:
-        """Addresses named by canonical stored logs up to the pinned block, and the EmergencyBurn logs.
+    def log_facts(self, upto_notification: int, contracts: frozenset[str], since: LogFacts | None = None) -> LogFacts:
+        """Addresses named by the stored logs up to `upto_notification`, and the canonical EmergencyBurn logs.
 
-        Events are read in store order; a BlocksReverted drops the burns of the blocks it reverts. Addresses are
+        Events are folded in store order; a BlocksReverted drops the burns of the blocks it reverts. Addresses are
         kept even if their logs were reverted: reading one user too many costs a call, missing one hides a row.
+        The store is append-only, so `since` (an earlier result) lets only the newer events be read.
         """
-        addresses: set[str] = set()
-        burns: dict[tuple[str, int], BurnRow] = {}
-        for event in self._events(upto_notification):
+        if since is not None and since.upto_notification > upto_notification:
+            since = None
+        addresses: set[str] = set(since.addresses) if since else set()
+        burns: dict[tuple[str, int], BurnRow] = dict(since.burns) if since else {}
+        for event in self._events(since.upto_notification if since else 0, upto_notification):
             if isinstance(event, ev.BlocksReverted):
                 burns = {k: b for k, b in burns.items() if not event.from_block <= b.block_number <= event.to_block}
                 continue
             for log in event.logs:
                 args = log.get("args") or {}
-                if int(log["block_number"]) > upto_block:
-                    continue
                 for value in args.values():
                     if isinstance(value, str) and _ADDRESS.match(value.lower()):
                         addresses.add(value.lower())
@@ -139,14 +140,15 @@ class TableSnapshot:
                         str(args["reason"]),
                     )
         addresses.discard(ZERO_ADDRESS)
-        return LogFacts(frozenset(addresses - contracts), burns)
+        return LogFacts(frozenset(addresses - contracts), burns, upto_notification)
 
-    def _events(self, upto_notification: int) -> Iterator[ev.ChainEvent]:
+    def _events(self, after: int, upto: int) -> Iterator[ev.ChainEvent]:
         with self.conn.cursor(name="verify_store_scan") as cur:
             cur.itersize = 64
             cur.execute(
-                "SELECT topic, state FROM stored_events WHERE notification_id <= %s ORDER BY notification_id",
-                (upto_notification,),
+                "SELECT topic, state FROM stored_events WHERE notification_id > %s AND notification_id <= %s "
+                "ORDER BY notification_id",
+                (after, upto),
             )
             for topic, state in cur:
                 event = ev.decode(topic, bytes(state))

@@ -99,6 +99,7 @@ class Verifier:
         self.stop = stop or threading.Event()
         self.after_pin = after_pin
         self.contracts = contracts_of(config)
+        self._facts: LogFacts | None = None  # the store's logs folded so far (the next run reads only newer ones)
         self.reader = ChainStateReader(
             rpc,
             self.contracts,
@@ -201,7 +202,8 @@ class Verifier:
                         "latest-consistent": "latest consistent",
                     }[choice.mode]
                     pinned = PinnedBlock(number, state.hash or self._hash_of(number), how)
-                    return pinned, snap.tables(), snap.log_facts(state.notification_id, number, watched)
+                    self._facts = snap.log_facts(state.notification_id, watched, since=self._facts)
+                    return pinned, snap.tables(), self._facts
             if time.monotonic() >= deadline or self.stop.is_set():
                 hint = " (is `rbtc-indexer run` following the chain?)" if choice.mode != "at-indexed" else ""
                 raise TablesNotConsistent(f"no block to compare at within {choice.wait_seconds:.0f}s: {why}{hint}")
