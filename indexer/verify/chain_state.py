@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 from eth_utils.abi import function_signature_to_4byte_selector
 
 from indexer.chain.rpc import RpcClient, RpcError
@@ -75,7 +73,8 @@ class Contracts:
 
 
 class UsersPerRequest:
-    """How many users one request carries: halves on refusal, doubles after two successes in a row."""
+    """How many users one request carries: halves on refusal, doubles after two successes in a row (but never
+    again above a size it had to halve to)."""
 
     def __init__(self, initial: int, maximum: int):
         self.maximum = max(1, maximum)
@@ -83,11 +82,11 @@ class UsersPerRequest:
         self._streak = 0
 
     def refused(self) -> bool:
-        """Halve; False when already at one user (the request cannot be made smaller)."""
+        """Halve, and grow no more above the halved size; False when already at one user."""
         self._streak = 0
         if self.value == 1:
             return False
-        self.value = max(1, self.value // 2)
+        self.value = self.maximum = max(1, self.value // 2)
         return True
 
     def succeeded(self, used: int) -> None:
@@ -130,6 +129,44 @@ def _participant(data: bytes) -> ParticipantRow | None:
 
 def _address_arg(address: str) -> bytes:
     return bytes(12) + bytes.fromhex(address[2:])
+
+
+def _w(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def encode_aggregate3(calls: Sequence[tuple[str, bytes]]) -> bytes:
+    """Calldata of `aggregate3((address,bool,bytes)[])` with allowFailure = true for every (target, data)."""
+    offsets, tuples, position = [], [], 32 * len(calls)
+    for target, data in calls:
+        encoded = _address_arg(target) + _w(1) + _w(0x60) + _w(len(data)) + data + bytes(-len(data) % 32)
+        offsets.append(_w(position))
+        tuples.append(encoded)
+        position += len(encoded)
+    return AGGREGATE3 + _w(0x20) + _w(len(calls)) + b"".join(offsets) + b"".join(tuples)
+
+
+def decode_aggregate3(data: bytes) -> list[tuple[bool, bytes]]:
+    """The `(bool success, bytes returnData)[]` that aggregate3 returns (ValueError when malformed)."""
+    try:
+        array = int.from_bytes(data[0:32], "big")
+        count = int.from_bytes(data[array : array + 32], "big")
+        base = array + 32
+        results = []
+        for i in range(count):
+            start = base + int.from_bytes(data[base + 32 * i : base + 32 * i + 32], "big")
+            success = int.from_bytes(data[start : start + 32], "big")
+            at = start + int.from_bytes(data[start + 32 : start + 64], "big")
+            length = int.from_bytes(data[at : at + 32], "big")
+            body = data[at + 32 : at + 32 + length]
+            if success > 1 or len(body) != length:
+                raise ValueError("bad aggregate3 result")
+            results.append((success == 1, body))
+    except IndexError:
+        raise ValueError("truncated aggregate3 result") from None
+    if len(results) != count:
+        raise ValueError("truncated aggregate3 result")
+    return results
 
 
 class ChainStateReader:
@@ -222,9 +259,14 @@ class ChainStateReader:
         per_user = [self._user_calls(u, dispute) for u in users]
         flat = [call for calls in per_user for call in calls]
         if method == "multicall":
-            payload = AGGREGATE3 + abi_encode(["(address,bool,bytes)[]"], [[(t, True, d) for t, d in flat]])
+            payload = encode_aggregate3(flat)
             raw = self._call_one("eth_call", [{"to": self.multicall, "data": "0x" + payload.hex()}, pin])
-            results: list[tuple[bool, bytes]] = list(abi_decode(["(bool,bytes)[]"], bytes.fromhex(raw[2:]))[0])
+            try:
+                results = decode_aggregate3(bytes.fromhex(raw[2:]))
+            except ValueError as exc:
+                raise VerifyFailed(f"Multicall3 at {self.multicall} answered malformed data: {exc}") from None
+            if len(results) != len(flat):
+                raise VerifyFailed(f"Multicall3 at {self.multicall} answered {len(results)} of {len(flat)} calls")
         else:
             answers = self._batch([("eth_call", [{"to": t, "data": "0x" + d.hex()}, pin]) for t, d in flat])
             results = [(True, bytes.fromhex(a[2:])) for a in answers]

@@ -21,7 +21,26 @@ from indexer.store import events as ev
 from indexer.verify.records import BalanceRow, BurnRow, LogFacts, ParticipantRow, TableState
 
 ZERO_ADDRESS = "0x" + "0" * 40
-_ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
+_QUOTED_ADDRESS = re.compile(rb'(?<=")0x[0-9a-fA-F]{40}(?=")')
+_BURN_MARK = b'"event":"EmergencyBurn"'
+
+
+def _burns_in(state: bytes) -> dict[tuple[str, int], BurnRow]:
+    """The aggregator EmergencyBurn logs of one stored LogsIngested."""
+    event = ev.decode(ev.LOGS_INGESTED, state)
+    assert isinstance(event, ev.LogsIngested)
+    found: dict[tuple[str, int], BurnRow] = {}
+    for log in event.logs:
+        if log.get("role") == "oracle_aggregator" and log.get("event") == "EmergencyBurn" and log.get("args"):
+            args = log["args"]
+            found[(log["tx_hash"], int(log["log_index"]))] = BurnRow(
+                int(log["block_number"]),
+                int(log["block_timestamp"]),
+                str(args["user"]).lower(),
+                int(args["burnedAmount"]),
+                str(args["reason"]),
+            )
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,33 +135,29 @@ class TableSnapshot:
 
         Events are folded in store order; a BlocksReverted drops the burns of the blocks it reverts. Addresses are
         kept even if their logs were reverted: reading one user too many costs a call, missing one hides a row.
+        Addresses are found in the stored JSON directly: every `"0x` + 40 hex digits + `"` string in it is an
+        address (hashes, topics and data words are longer), and only events holding an EmergencyBurn are decoded.
         The store is append-only, so `since` (an earlier result) lets only the newer events be read.
         """
         if since is not None and since.upto_notification > upto_notification:
             since = None
-        addresses: set[str] = set(since.addresses) if since else set()
+        addresses: set[bytes] = {a.encode() for a in since.addresses} if since else set()
         burns: dict[tuple[str, int], BurnRow] = dict(since.burns) if since else {}
-        for event in self._events(since.upto_notification if since else 0, upto_notification):
-            if isinstance(event, ev.BlocksReverted):
-                burns = {k: b for k, b in burns.items() if not event.from_block <= b.block_number <= event.to_block}
+        for topic, state in self._stored(since.upto_notification if since else 0, upto_notification):
+            if topic == ev.BLOCKS_REVERTED:
+                revert = ev.decode(topic, state)
+                assert isinstance(revert, ev.BlocksReverted)
+                burns = {k: b for k, b in burns.items() if not revert.from_block <= b.block_number <= revert.to_block}
                 continue
-            for log in event.logs:
-                args = log.get("args") or {}
-                for value in args.values():
-                    if isinstance(value, str) and _ADDRESS.match(value.lower()):
-                        addresses.add(value.lower())
-                if log.get("role") == "oracle_aggregator" and log.get("event") == "EmergencyBurn":
-                    burns[(log["tx_hash"], int(log["log_index"]))] = BurnRow(
-                        int(log["block_number"]),
-                        int(log["block_timestamp"]),
-                        str(args["user"]).lower(),
-                        int(args["burnedAmount"]),
-                        str(args["reason"]),
-                    )
-        addresses.discard(ZERO_ADDRESS)
-        return LogFacts(frozenset(addresses - contracts), burns, upto_notification)
+            if topic != ev.LOGS_INGESTED:
+                continue
+            addresses.update(_QUOTED_ADDRESS.findall(state))
+            if _BURN_MARK in state:
+                burns.update(_burns_in(state))
+        found = {a.decode().lower() for a in addresses} - {ZERO_ADDRESS}
+        return LogFacts(frozenset(found - contracts), burns, upto_notification)
 
-    def _events(self, after: int, upto: int) -> Iterator[ev.ChainEvent]:
+    def _stored(self, after: int, upto: int) -> Iterator[tuple[str, bytes]]:
         with self.conn.cursor(name="verify_store_scan") as cur:
             cur.itersize = 64
             cur.execute(
@@ -151,9 +166,7 @@ class TableSnapshot:
                 (after, upto),
             )
             for topic, state in cur:
-                event = ev.decode(topic, bytes(state))
-                if event is not None:
-                    yield event
+                yield topic, bytes(state)
 
     def _scalar(self, query: str) -> int:
         row = self.conn.execute(query).fetchone()
