@@ -21,7 +21,7 @@ from indexer.store import events as ev
 from indexer.verify.records import BalanceRow, BurnRow, LogFacts, ParticipantRow, TableState
 
 ZERO_ADDRESS = "0x" + "0" * 40
-_QUOTED_ADDRESS = re.compile(rb'(?<=")0x[0-9a-fA-F]{40}(?=")')
+_QUOTED_ADDRESS = re.compile(rb'":"(0x[0-9a-fA-F]{40})"')
 _BURN_MARK = b'"event":"EmergencyBurn"'
 
 
@@ -135,8 +135,9 @@ class TableSnapshot:
 
         Events are folded in store order; a BlocksReverted drops the burns of the blocks it reverts. Addresses are
         kept even if their logs were reverted: reading one user too many costs a call, missing one hides a row.
-        Addresses are found in the stored JSON directly: every `"0x` + 40 hex digits + `"` string in it is an
-        address (hashes, topics and data words are longer), and only events holding an EmergencyBurn are decoded.
+        Addresses are found in the stored JSON directly: every string value of 0x + 40 hex digits in it is an
+        address (hashes, topics and data words are longer; topics are in lists, not values of keys), and only
+        events holding an EmergencyBurn are decoded.
         The store is append-only, so `since` (an earlier result) lets only the newer events be read.
         """
         if since is not None and since.upto_notification > upto_notification:
