@@ -127,6 +127,15 @@ def test_verify_after_backfill_reports_no_difference(database_url, schema, chain
     assert status["verify"]["indexed_block"] == head and status["verify"]["last_error"] is None
     text = cli(config, "verify")
     assert text.returncode == 0 and "tables equal the chain" in text.stdout, text.stdout + text.stderr
+    assert f"verify: last run equal at block {head} (0 differences" in cli(config, "status").stdout
+    at_head = cli(config, "verify", "--block", str(head))
+    assert at_head.returncode == 0 and f"--block {head}" in at_head.stdout, at_head.stderr
+    past = cli(config, "verify", "--block", str(head - 1))
+    assert past.returncode == ExitCode.ERROR and f"the tables are at block {head}, past --block {head - 1}" in (
+        past.stderr
+    )
+    bad = cli(config, "verify", "--block", "soon")
+    assert bad.returncode == ExitCode.USAGE and "--block 'soon'" in bad.stderr
 
 
 @pytest.mark.parametrize("every_kind", [True, False], ids=["every-activity", "activity-the-logs-show"])
