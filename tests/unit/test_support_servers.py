@@ -29,9 +29,8 @@ TOPIC_Z = "0x" + "33" * 32
 
 def post(url: str, payload: Any, timeout: float = 5.0) -> tuple[int, bytes, dict[str, str]]:
     """POST JSON and return (status, raw body, headers) without raising on HTTP errors."""
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read(), dict(resp.headers)
@@ -286,12 +285,12 @@ def test_rate_limit_fault(proxied: tuple[SimChain, FaultProxy]) -> None:
 def test_truncate_fault(proxied: tuple[SimChain, FaultProxy]) -> None:
     chain, proxy = proxied
     chain.mine([RawLog(ADDR_A, [TOPIC_X], "0x")], count=2)
-    honest = post(chain.url, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": ["0x1", False]})[1]
+    honest = post(chain.url, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
+                              "params": ["0x1", False]})[1]
     proxy.truncate_rate = 1.0
     for _ in range(5):
-        status, body, _ = post(
-            proxy.url, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": ["0x1", False]}
-        )
+        status, body, _ = post(proxy.url, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber",
+                                           "params": ["0x1", False]})
         assert status == 200 and 0 < len(body) < len(honest) and honest.startswith(body)
         with pytest.raises(ValueError):
             json.loads(body)
@@ -323,10 +322,8 @@ def test_max_range_fault_rotates_styles(proxied: tuple[SimChain, FaultProxy]) ->
     proxy.max_range = 10
     assert len(logs_of(proxy.url, fromBlock="0x1", toBlock="0xa")) == 1
     errors = [call(proxy.url, "eth_getLogs", {"fromBlock": "0xa", "toBlock": "0x1d"})["error"] for _ in range(4)]
-    assert errors[0] == {
-        "code": -32005,
-        "message": "query returned more than 10000 results. Try with this block range [0xa, 0x13].",
-    }
+    assert errors[0] == {"code": -32005, "message": "query returned more than 10000 results. "
+                                                    "Try with this block range [0xa, 0x13]."}
     assert errors[1] == {"code": -32000, "message": "block range is too wide"}
     assert errors[2] == {"code": -32602, "message": "eth_getLogs is limited to a 10 block range"}
     assert errors[3] == errors[0]
