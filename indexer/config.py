@@ -46,7 +46,9 @@ class ChainConfig(_Strict):
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
     multicall_address: str = Field(
-        default="0xcA11bde05977b3631167028862bE2a173976CA11", description="Multicall3 for verify's batched reads"
+        default="0xcA11bde05977b3631167028862bE2a173976CA11",
+        validate_default=True,
+        description="Multicall3 for verify's batched reads",
     )
 
     @field_validator("multicall_address")
