@@ -148,6 +148,11 @@ class Indexer:
                 lock.release()
 
     def _run_workers(self, want_follower: bool, projections: list[Projection], to_block: int | None) -> int:
+        periodic = None  # built before any thread starts: it refuses a configuration verify cannot read
+        if self.config.indexer.verify_interval and want_follower and len(projections) == len(registry.NAMES):
+            periodic = PeriodicVerifier(
+                self.config, self.rpc, registry.NAMES, self.stop, self.state.ready, on_verify=self.hooks.on_verify
+            )
         follower_done = threading.Event()
         threads = []
         if want_follower:
@@ -165,10 +170,7 @@ class Indexer:
             threads.append(
                 self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
             )
-        if self.config.indexer.verify_interval and want_follower and len(projections) == len(registry.NAMES):
-            periodic = PeriodicVerifier(
-                self.config, self.rpc, registry.NAMES, self.stop, self.state.ready, on_verify=self.hooks.on_verify
-            )
+        if periodic is not None:
             threads.append(self._thread("verify", periodic.run, None))
         log.info(
             "indexer running",
