@@ -206,6 +206,13 @@ class ChainStateReader:
                 ]
             ),
         )
+        try:
+            supply = _uint(total_supply)
+        except ValueError:
+            raise VerifyFailed(
+                f"RBTCSynth at {self.contracts.rbtc_synth} answers no totalSupply() at block {block.number}: is it "
+                "the right address, and deployed at that block?"
+            ) from None
         burns = self._optional_uint(block, self.contracts.oracle_aggregator, TOTAL_EMERGENCY_BURNS)
         dispute = self._dispute_getter(block)
         method: Literal["multicall", "batch"] = "batch" if code in (None, "0x", "0x0") else "multicall"
@@ -230,7 +237,7 @@ class ChainStateReader:
             pending = pending[len(part) :]
         return ChainState(
             users=states,
-            globals=GlobalChainState(_uint(total_supply), int(vault_eth, 16), burns),
+            globals=GlobalChainState(supply, int(vault_eth, 16), burns),
             calls=self.calls,
             requests=self.requests,
             method=method,
