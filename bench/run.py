@@ -27,6 +27,8 @@ from bench.baseline import run_baseline
 from bench.chain import CACHE_DIR, ChainParams, cached_chain, fingerprint, load_chain, read_model
 from bench.enrichment import enrichment_cost
 from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild, stored_logs, tables_match
+from bench.verify_timing import prepare as prepare_verify
+from bench.verify_timing import time_verify
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -83,10 +85,10 @@ class Report:
     def add(self, metric: str, value: float) -> None:
         self.samples.setdefault(metric, []).append(value)
 
-    def check(self, name: str, differing: list[str]) -> None:
+    def check(self, name: str, differing: list[str], against: str = "the model") -> None:
         self.checks.append((name, not differing, ", ".join(differing)))
         if differing:
-            _say(f"  !! {name}: tables differ from the model: {', '.join(differing)}")
+            _say(f"  !! {name}: tables differ from {against}: {', '.join(differing)}")
 
     def fail(self, phase: str, exc: BaseException) -> None:
         self.failures.append(f"{phase}: {exc}")
@@ -134,6 +136,8 @@ ROWS = [
     ("rebuild_events_per_s", "rebuild all projections, events/s"),
     ("head_latency_ms_p50", "head latency p50, ms (mined -> balances+transactions)"),
     ("head_latency_ms_p99", "head latency p99, ms"),
+    ("verify_seconds", "verify, every user at one pinned block, s"),
+    ("verify_wall_seconds", "verify, whole command (process start to exit), s"),
     ("baseline_logs_per_s", "baseline (web3 get_logs + row inserts), logs/s"),
     ("speedup_over_baseline", "backfill / baseline"),
 ]
@@ -311,6 +315,24 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except RunFailed as exc:
                 report.fail("head latency", exc)
+
+        if kept is not None:
+            _say("verify: the tables against the chain at one pinned block (Multicall3 aggregate3) ...")
+            try:
+                block = prepare_verify(ws, kept)
+                v = time_verify(ws, kept, runs=args.runs)
+                for own, wall in zip(v["seconds_runs"], v["wall_seconds_runs"], strict=True):
+                    report.add("verify_seconds", own)
+                    report.add("verify_wall_seconds", wall)
+                report.extra["verify"] = v
+                report.check("verify: tables equal the chain", sorted(v["differences_by_column"]), "the chain")
+                _say(
+                    f"  {v['users_checked']:,} users at block {block}: {v['seconds']:.2f}s ({v['wall_seconds']:.2f}s "
+                    f"wall), {v['chain_calls']:,} getter calls in {v['chain_requests']} requests, "
+                    f"{v['differences']} differences"
+                )
+            except (RunFailed, subprocess.SubprocessError) as exc:
+                report.fail("verify", exc)
     finally:
         ws.cleanup()
         node.stop()
@@ -337,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print()
         print("!" * 100)
-        print("!! tables_match_model: FALSE - a read table differed from the model, or a run failed (see above)")
+        print("!! tables_match_model: FALSE - a table differed from the model or the chain, or a run failed (above)")
         print("!" * 100)
 
     def first(metric: str, pick: Any = statistics.median) -> float | None:

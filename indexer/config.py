@@ -34,6 +34,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _address(value: str) -> str:
+    body = value[2:] if value.startswith("0x") else ""
+    if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+        raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte hex address")
+    return value.lower()
+
+
 class ChainConfig(_Strict):
     chain_id: int = Field(gt=0)
     rpc_urls: list[str] = Field(min_length=1)
@@ -47,6 +54,16 @@ class ChainConfig(_Strict):
         default="receipts",
         description="second source confirming eth_getLogs answers: block receipts, or the bloom's sound check only",
     )
+    multicall_address: str = Field(
+        default="0xcA11bde05977b3631167028862bE2a173976CA11",
+        validate_default=True,
+        description="Multicall3 for verify's batched reads",
+    )
+
+    @field_validator("multicall_address")
+    @classmethod
+    def _multicall_is_address(cls, value: str) -> str:
+        return _address(value)
 
     @field_validator("rpc_urls")
     @classmethod
@@ -65,10 +82,7 @@ class ContractConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _is_address(cls, value: str) -> str:
-        body = value[2:] if value.startswith("0x") else ""
-        if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
-            raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte hex address")
-        return value.lower()
+        return _address(value)
 
 
 class ContractsConfig(_Strict):
@@ -113,6 +127,8 @@ class IndexerConfig(_Strict):
         default=120.0, gt=0, description="seconds without follower progress while behind before it counts as stuck"
     )
     receipts: bool = Field(default=True, description="store gas, sender and `to` of every tx with protocol logs")
+    verify_interval: int = Field(default=0, ge=0, description="`run` verifies every N blocks; 0 = never")
+    verify_users_per_request: int = Field(default=250, ge=1, le=5000, description="first users per state request")
 
 
 class Config(_Strict):

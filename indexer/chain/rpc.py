@@ -183,16 +183,17 @@ class RpcClient:
 
     # -- public API -------------------------------------------------------------------------------
 
-    def call(self, method: str, params: list[Any]) -> Any:
-        """One call's result, retried with backoff and failed over until it succeeds or shutdown is requested."""
-        return self._with_retries(method, lambda ep: self._single(ep, method, params))
+    def call(self, method: str, params: list[Any], *, attempts: int | None = None) -> Any:
+        """One call's result, retried with backoff and failed over until it succeeds, `attempts` (if given) are
+        spent (RpcUnavailable), or shutdown is requested."""
+        return self._with_retries(method, lambda ep: self._single(ep, method, params), attempts)
 
-    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+    def batch(self, calls: Sequence[tuple[str, list[Any]]], *, attempts: int | None = None) -> list[Any]:
         """Results of several calls sent as one JSON-RPC batch to one endpoint (all or nothing)."""
         if not calls:
             return []
         label = calls[0][0] if len({m for m, _ in calls}) == 1 else "batch"
-        results: list[Any] = self._with_retries(label, lambda ep: self._batch(ep, calls))
+        results: list[Any] = self._with_retries(label, lambda ep: self._batch(ep, calls), attempts)
         return results
 
     def chain_id(self) -> int:
@@ -276,7 +277,7 @@ class RpcClient:
             return healthy[0]
         return min(self.endpoints, key=lambda e: e.down_until)
 
-    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any]) -> Any:
+    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any], attempts: int | None = None) -> Any:
         tries = 0
         while True:
             endpoint = self._pick()
@@ -304,6 +305,8 @@ class RpcClient:
                     attempt=tries,
                     code=exc.code,
                 )
+                if attempts is not None and tries >= attempts:
+                    raise RpcUnavailable(f"{method}: {exc} (after {tries} attempts)", endpoint=endpoint.label) from exc
                 continue
             if endpoint.failures:
                 log.info("rpc endpoint recovered", endpoint=endpoint.label, after_failures=endpoint.failures)

@@ -1,4 +1,4 @@
-"""The `rbtc-indexer` command line: run, replay, rebuild, status, migrate."""
+"""The `rbtc-indexer` command line: run, replay, rebuild, status, verify, migrate."""
 
 from __future__ import annotations
 
@@ -183,6 +183,37 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(format_status(document))
+
+
+@main.command()
+@click.option("--block", "block", default=None, metavar="N|latest-consistent",
+              help="Compare at block N (the tables must be at it), or wait for a fresh block. Default: the block "
+              "every projection has reached.")
+@click.option("--at-indexed", is_flag=True, help="Compare at the block every projection has reached (the default).")
+@click.option("--users", multiple=True, metavar="ADDR[,ADDR...]", help="Check only these users (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--max-diffs", type=click.IntRange(min=0), default=None, help="Print at most K differences.")
+@click.option("--wait", "wait_seconds", type=float, default=60.0, show_default=True,
+              help="How long to wait for the tables to stand at a usable block.")
+@click.pass_context
+def verify(ctx: click.Context, block: str | None, at_indexed: bool, users: tuple[str, ...], as_json: bool,
+           max_diffs: int | None, wait_seconds: float) -> None:
+    """Compare the read tables with on-chain state at one block pinned by hash; exit 5 on differences."""
+    from indexer.verify import report
+    from indexer.verify.verifier import BlockChoice, Verifier, parse_users
+
+    if at_indexed and block is not None:
+        _fail("--at-indexed and --block exclude each other", ExitCode.USAGE)
+    indexer = _indexer(ctx)
+    choice, wanted = _guard(lambda: (BlockChoice.parse(block, wait_seconds), parse_users(users)))
+    _guard(indexer.migrate)
+    verifier = _guard(lambda: Verifier(indexer.config, indexer.rpc, registry.NAMES))
+    result = _guard(lambda: verifier.run(choice, wanted or None))
+    if as_json:
+        click.echo(orjson.dumps(report.as_json(result, max_diffs), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(report.as_text(result, max_diffs))
+    sys.exit(ExitCode.OK if result.equal else ExitCode.DIFFERENCES)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -23,6 +23,7 @@ from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
+from indexer.verify.periodic import PeriodicVerifier
 from projections.engine import registry
 from projections.engine.rebuild import RebuildAbandoned, rebuild
 from projections.engine.runner import NeedsRebuild, ProjectionRunner, wait_for_events
@@ -213,6 +214,11 @@ class Indexer:
                     continue
 
     def _run_workers(self, want_follower: bool, projections: list[Projection], to_block: int | None) -> int:
+        periodic = None  # built before any thread starts: it refuses a configuration verify cannot read
+        if self.config.indexer.verify_interval and want_follower and len(projections) == len(registry.NAMES):
+            periodic = PeriodicVerifier(
+                self.config, self.rpc, registry.NAMES, self.stop, self.state.ready, on_verify=self.hooks.on_verify
+            )
         follower_done = threading.Event()
         threads = []
         if want_follower:
@@ -230,6 +236,8 @@ class Indexer:
             threads.append(
                 self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
             )
+        if periodic is not None:
+            threads.append(self._thread("verify", periodic.run, None))
         log.info(
             "indexer running",
             schema=self.schema,
