@@ -148,6 +148,24 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
     raise _Fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
 
 
+@main.command()
+@click.option("--listen", default=None, help="HOST:PORT to listen on (default: api.listen from the configuration).")
+@click.pass_context
+def serve(ctx: click.Context, listen: str | None) -> None:
+    """Serve the read API (routes, live push, PostgREST subset, status page): stateless, run any number."""
+    indexer = _indexer(ctx)
+    from indexer.serve.server import serve as run_server  # the web stack is imported only by this command
+
+    if listen is not None:
+        try:
+            from indexer.ops.http import parse_listen
+
+            parse_listen(listen)
+        except ValueError as exc:
+            raise _Fail(str(exc), ExitCode.USAGE) from None
+    run_server(indexer.config, listen)
+
+
 @main.command(name="rebuild")
 @click.argument("names", nargs=-1)
 @click.pass_context
