@@ -171,6 +171,15 @@ class ProjectionRunner:
             "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
             (chain_id, [p.name for p in self.projections]),
         )
+        # The tables reflect the cursor's block too: publish it (a new data version, nothing touched).
+        self.conn.execute(
+            "SELECT rbtc_publish(t.projection, c.indexed_block, c.indexed_hash, NULL, ARRAY[]::text[]) "
+            "FROM follower_cursor AS c CROSS JOIN projection_tracking AS t "
+            "LEFT JOIN read_versions AS v ON v.projection = t.projection "
+            "WHERE c.chain_id = %s AND t.projection = ANY(%s) AND coalesce(v.block_number, -1) < c.indexed_block "
+            "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
+            (chain_id, [p.name for p in self.projections]),
+        )
 
     # -- one projection, one page, one transaction ----------------------------------------------------
 
