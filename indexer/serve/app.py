@@ -157,11 +157,17 @@ async def _consistent(
     return read, headers
 
 
-def _unavailable(exc: Exception, body: Any) -> Response:
+def _unavailable(exc: Exception, body: Any, *, rest: bool = False) -> Response:
     if isinstance(exc, TablesBehind):
-        return _json(
-            {"error": str(exc), "indexedBlock": exc.reached, "minBlock": exc.wanted}, 503, {"Retry-After": "1"}
-        )
+        detail = {"error": str(exc), "indexedBlock": exc.reached, "minBlock": exc.wanted}
+        if rest:
+            detail = {
+                "code": "PGRST002",
+                "details": f"indexed block {exc.reached}",
+                "hint": "retry later",
+                "message": str(exc),
+            }
+        return _json(detail, 503, {"Retry-After": "1"})
     return _json(body, 503, {"Retry-After": "2"})
 
 
@@ -232,7 +238,7 @@ async def rest_endpoint(request: Request) -> Response:
     except _Bad as exc:
         return _json({"code": "PGRST100", "details": None, "hint": None, "message": exc.body["error"]}, exc.status)
     except (TablesBehind, ReadUnavailable) as exc:
-        return _unavailable(exc, {"code": "PGRST002", "details": None, "hint": None, "message": str(exc)})
+        return _unavailable(exc, {"code": "PGRST002", "details": None, "hint": None, "message": str(exc)}, rest=True)
     if isinstance(result, Response):
         return result
     read, headers = result

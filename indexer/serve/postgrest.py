@@ -124,6 +124,8 @@ def parse(
     order: list[sql.Composable] = []
     limit, offset = max_rows, 0
     for key, value in query:
+        if key == "min_block":  # the consistency wait, handled before the read
+            continue
         if key == "select":
             if value.strip() in ("", "*"):
                 selected = tuple(columns)
