@@ -19,11 +19,11 @@ from tests.support.protocol_logs import ADDRESSES, POOL, VAULT, emergency_burn_l
 from tests.support.simchain import SimChain
 from tests.support.tables import make_config
 
-ALICE = "0x" + "a1" * 20
-BOB = "0x" + "b2" * 20
-CAROL = "0x" + "c3" * 20
-DAVE = "0x" + "d4" * 20
-NOBODY = "0x" + "e5" * 20
+ALICE = "0x" + "1a" * 20
+BOB = "0x" + "2b" * 20
+CAROL = "0x" + "3c" * 20
+DAVE = "0x" + "4d" * 20
+NOBODY = "0x" + "5e" * 20
 
 
 @dataclass
