@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -26,7 +27,13 @@ class ServeThread:
             uvicorn.Config(build_app(self.state), host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
                            loop="asyncio", http="h11", timeout_graceful_shutdown=1)
         )
-        self.thread = threading.Thread(target=self.server.run, name="serve", daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.server.serve()
+
+        self.thread = threading.Thread(target=lambda: asyncio.run(main()), name="serve", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
