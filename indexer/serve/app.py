@@ -67,6 +67,7 @@ class ServeState:
     registry: CollectorRegistry
     same_database: bool  # reads and LISTEN go to the same server: the hub's marks are the read side's marks
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
+    tables_checked_at: float = 0.0
     started_at: float = field(default_factory=time.time)
 
 
@@ -222,6 +223,8 @@ async def rest_endpoint(request: Request) -> Response:
             405,
             {"Allow": "GET, HEAD"},
         )
+    if table in postgrest.EXPOSED and table not in state.tables:
+        await _refresh_tables(state)  # started before `migrate` created them, or a table was added since
     try:
         query = postgrest.parse(
             table, list(request.query_params.multi_items()), dict(request.headers), state.tables, state.config.max_rows
@@ -262,6 +265,19 @@ async def rest_endpoint(request: Request) -> Response:
     if request.method == "HEAD":
         return Response(b"", 200, headers=headers, media_type=JSON)
     return _json(rows, 200, headers)
+
+
+async def _refresh_tables(state: ServeState) -> None:
+    """Re-read the exposed tables' columns (at most once a second)."""
+    now = time.monotonic()
+    if now - state.tables_checked_at < 1.0:
+        return
+    state.tables_checked_at = now
+    try:
+        async with state.db.snapshot() as snap:
+            state.tables = await postgrest.load_columns(snap)
+    except ReadUnavailable:
+        pass
 
 
 async def stream_endpoint(request: Request) -> Response:

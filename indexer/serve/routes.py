@@ -392,7 +392,8 @@ OP_COLUMNS = (
 )
 OP_STATS = (
     "SELECT count(*) AS total, count(*) FILTER (WHERE operation_type = 'MINT') AS mints, "
-    "count(*) FILTER (WHERE operation_type = 'BURN') AS burns, count(*) FILTER (WHERE operation_type = 'SYNC') AS syncs, "
+    "count(*) FILTER (WHERE operation_type = 'BURN') AS burns, "
+    "count(*) FILTER (WHERE operation_type = 'SYNC') AS syncs, "
     "count(*) FILTER (WHERE (consensus_data ->> 'consensus_reached')::boolean) AS agreed FROM oracle_operations_log"
 )
 

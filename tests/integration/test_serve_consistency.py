@@ -102,7 +102,9 @@ def test_min_block_waits_for_the_tables_and_times_out(database_url):
             assert r.json()["balance"] == "777"
 
             # As a header too; already reached: no wait.
-            r = serve.client.get("/api/realtime/balances", params={"address": BOB}, headers={"X-Min-Block": str(target)})
+            r = serve.client.get(
+                "/api/realtime/balances", params={"address": BOB}, headers={"X-Min-Block": str(target)}
+            )
             assert r.status_code == 200
 
         with ServeThread(scenario.config, min_block_wait=0.5) as serve:

@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cors_preflight_and_exposed_headers(database_url):
-    with indexed_scenario(database_url) as scenario, ServeThread(
-        scenario.config, cors_origins=["https://app.reservebtc.io"]
-    ) as serve:
+    with (
+        indexed_scenario(database_url) as scenario,
+        ServeThread(scenario.config, cors_origins=["https://app.reservebtc.io"]) as serve,
+    ):
         r = serve.client.options(
             "/rest/v1/transactions",
             headers={
@@ -36,8 +37,9 @@ def test_cors_preflight_and_exposed_headers(database_url):
         assert r.headers["access-control-allow-origin"] == "https://app.reservebtc.io"
         assert "GET" in r.headers["access-control-allow-methods"]
         assert "apikey" in r.headers["access-control-allow-headers"].lower()
-        r = serve.client.get("/api/realtime/balances", params={"address": ALICE},
-                             headers={"Origin": "https://app.reservebtc.io"})
+        r = serve.client.get(
+            "/api/realtime/balances", params={"address": ALICE}, headers={"Origin": "https://app.reservebtc.io"}
+        )
         exposed = r.headers["access-control-expose-headers"].lower()
         for header in ("x-indexed-block", "x-indexed-block-hash", "x-data-version", "etag", "content-range"):
             assert header in exposed
@@ -50,9 +52,10 @@ def test_cors_preflight_and_exposed_headers(database_url):
 
 
 def test_rate_limit_per_client_with_headers(database_url):
-    with indexed_scenario(database_url) as scenario, ServeThread(
-        scenario.config, rate_limit_enabled=True, rate_limit="5/minute", trust_forwarded_for=True
-    ) as serve:
+    with (
+        indexed_scenario(database_url) as scenario,
+        ServeThread(scenario.config, rate_limit_enabled=True, rate_limit="5/minute", trust_forwarded_for=True) as serve,
+    ):
         path = "/api/realtime/proof-of-reserves"
         remaining = []
         for _ in range(5):
@@ -90,7 +93,7 @@ def test_health_readiness_metrics_and_openapi(database_url):
         # Stale projections make the service unready (but still alive).
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(
-                f'UPDATE "{scenario.config.database.schema_}".sync_status SET updated_at = now() - interval \'1 hour\''
+                f"UPDATE \"{scenario.config.database.schema_}\".sync_status SET updated_at = now() - interval '1 hour'"
             )
         stale = serve.client.get("/readyz")
         assert stale.status_code == 503 and any("last reported" in p for p in stale.json()["problems"])
@@ -106,12 +109,18 @@ def test_serve_command_runs_logs_without_addresses_and_stops_on_sigterm(database
             f'[database]\nurl = "{database_url}"\nschema = "{scenario.config.database.schema_}"\n\n'
             '[api]\nlisten = "127.0.0.1:1"\ncors_origins = ["*"]\nstatement_timeout_ms = 1000\n\n'
             '[log]\nformat = "json"\nlevel = "info"\n\n'
-            + "".join(f'[[contracts.{role}]]\naddress = "{a}"\nstart_block = 0\n\n'
-                      for role, a in __import__("tests.support.protocol_logs", fromlist=["x"]).ADDRESSES.items())
+            + "".join(
+                f'[[contracts.{role}]]\naddress = "{a}"\nstart_block = 0\n\n'
+                for role, a in __import__("tests.support.protocol_logs", fromlist=["x"]).ADDRESSES.items()
+            )
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "indexer", "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
         )
         try:
             deadline = time.monotonic() + 20
@@ -125,8 +134,9 @@ def test_serve_command_runs_logs_without_addresses_and_stops_on_sigterm(database
                     time.sleep(0.1)
             assert r.status_code == 200 and r.json()["balance"] == str(scenario.last_sats(ALICE))
             # Bad input through the real server (uvloop, httptools) is a 400 too.
-            r = httpx.get(f"http://127.0.0.1:{port}/api/realtime/transactions",
-                          params={"address": ALICE, "limit": "5000"})
+            r = httpx.get(
+                f"http://127.0.0.1:{port}/api/realtime/transactions", params={"address": ALICE, "limit": "5000"}
+            )
             assert r.status_code == 400
         finally:
             proc.terminate()

@@ -39,8 +39,12 @@ def served(request):
 def reads(served):
     _, serve = served
     done = subprocess.run(
-        ["node", str(SCRIPT), serve.url, ALICE, NOBODY], cwd=REPO / ".tools", capture_output=True, text=True,
-        timeout=60, env={"NODE_PATH": str(REPO / ".tools" / "node_modules"), "PATH": "/usr/bin:/bin"},
+        ["node", str(SCRIPT), serve.url, ALICE, NOBODY],
+        cwd=REPO / ".tools",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"NODE_PATH": str(REPO / ".tools" / "node_modules"), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -60,8 +64,9 @@ def test_history_query_string_and_rows(served, reads):
         f"/rest/v1/transactions?select=*&user_address=eq.{ALICE}&order=block_timestamp.desc&offset=0&limit=10"
     )
     assert read["error"] is None and read["status"] == 200
-    expected = sql(scenario, "SELECT * FROM transactions WHERE user_address = %s ORDER BY block_timestamp DESC "
-                   "LIMIT 10", (ALICE,))
+    expected = sql(
+        scenario, "SELECT * FROM transactions WHERE user_address = %s ORDER BY block_timestamp DESC LIMIT 10", (ALICE,)
+    )
     assert read["data"] == expected
     assert len(expected) == 3
 
@@ -94,23 +99,28 @@ def test_exact_counts(served, reads):
 def test_filters(served, reads):
     scenario, _ = served
     assert reads["inList"]["data"] == sql(
-        scenario, "SELECT tx_hash, tx_type, log_index FROM transactions WHERE tx_type IN ('MINT', 'BURN') "
-        "ORDER BY block_number, log_index"
+        scenario,
+        "SELECT tx_hash, tx_type, log_index FROM transactions WHERE tx_type IN ('MINT', 'BURN') "
+        "ORDER BY block_number, log_index",
     )
-    assert reads["inList"]["sent"][0]["url"].count("tx_type=in.%28MINT%2CBURN%29") + reads["inList"]["sent"][0][
-        "url"].count("tx_type=in.(MINT,BURN)") == 1
+    assert (
+        reads["inList"]["sent"][0]["url"].count("tx_type=in.%28MINT%2CBURN%29")
+        + reads["inList"]["sent"][0]["url"].count("tx_type=in.(MINT,BURN)")
+        == 1
+    )
     assert reads["isNull"]["data"] == sql(
-        scenario, "SELECT tx_hash, log_index FROM transactions WHERE bitcoin_address IS NULL "
-        "ORDER BY tx_hash, log_index LIMIT 3"
+        scenario,
+        "SELECT tx_hash, log_index FROM transactions WHERE bitcoin_address IS NULL ORDER BY tx_hash, log_index LIMIT 3",
     )
     assert reads["range"]["data"] == sql(
-        scenario, "SELECT user_address, last_sats FROM balances WHERE last_sats > 0 AND last_sats <= 5000 "
-        "ORDER BY user_address"
+        scenario,
+        "SELECT user_address, last_sats FROM balances WHERE last_sats > 0 AND last_sats <= 5000 ORDER BY user_address",
     )
     assert reads["range"]["data"], "the scenario has balances in that range"
     assert reads["neq"]["data"] == sql(
-        scenario, "SELECT user_address, burned_amount FROM emergency_burns WHERE user_address <> %s "
-        "ORDER BY user_address", (ALICE,)
+        scenario,
+        "SELECT user_address, burned_amount FROM emergency_burns WHERE user_address <> %s ORDER BY user_address",
+        (ALICE,),
     )
 
 
@@ -144,7 +154,7 @@ def test_sql_looking_values_are_values(served, query):
         ("select=*&block_number=between.1", 400, "PGRST100"),
         ("select=*&bitcoin_address=is.maybe", 400, "PGRST100"),
         ("select=*&limit=-5", 400, "PGRST100"),
-        ("select=*&\"user_address\"=eq.1", 400, "42703"),
+        ('select=*&"user_address"=eq.1', 400, "42703"),
         ("select=*&tx_type=in.MINT", 400, "PGRST100"),
     ],
 )
@@ -172,8 +182,9 @@ def test_max_rows_caps_every_answer_and_content_range(served):
 def test_the_view_and_status_tables_are_readable(served):
     scenario, serve = served
     r = serve.client.get(f"/rest/v1/balance_snapshots?user_address=eq.{ALICE}&select=user_address,rbtc_balance")
-    assert r.json() == sql(scenario, "SELECT user_address, rbtc_balance FROM balance_snapshots WHERE user_address = %s",
-                           (ALICE,))
+    assert r.json() == sql(
+        scenario, "SELECT user_address, rbtc_balance FROM balance_snapshots WHERE user_address = %s", (ALICE,)
+    )
     r = serve.client.get("/rest/v1/sync_status?select=component&order=component")
     assert r.json() == sql(scenario, "SELECT component FROM sync_status ORDER BY component")
     # Internal tables are not exposed.

@@ -37,9 +37,13 @@ def head_block(scenario: Scenario) -> tuple[int, str]:
 def test_every_response_names_the_head_block_it_reflects(served):
     scenario, serve = served
     number, block_hash = head_block(scenario)
-    for path in (f"/api/realtime/balances?address={ALICE}", "/api/realtime/proof-of-reserves",
-                 f"/api/realtime/transactions?address={ALICE}", "/api/oracle/operations",
-                 f"/rest/v1/balances?user_address=eq.{ALICE}"):
+    for path in (
+        f"/api/realtime/balances?address={ALICE}",
+        "/api/realtime/proof-of-reserves",
+        f"/api/realtime/transactions?address={ALICE}",
+        "/api/oracle/operations",
+        f"/rest/v1/balances?user_address=eq.{ALICE}",
+    ):
         r = serve.client.get(path)
         assert r.status_code == 200, path
         assert int(r.headers["x-indexed-block"]) == number, path
@@ -131,7 +135,9 @@ def test_transactions_bad_paging_is_400(served, params):
 
 def test_transactions_post_with_a_broken_body_is_400(served):
     _, serve = served
-    r = serve.client.post("/api/realtime/transactions", content=b"{not json", headers={"content-type": "application/json"})
+    r = serve.client.post(
+        "/api/realtime/transactions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     r = serve.client.post("/api/realtime/transactions", json=[ALICE])
     assert r.status_code == 400
@@ -163,8 +169,11 @@ def test_yield_status_and_participant(served):
     assert bob["isParticipant"] is True
     assert bob["participantData"]["participant_type"] == 1 and bob["participantData"]["user_address"] == BOB
     assert bob["systemStats"] == {
-        "totalParticipants": len(joins), "bitcoinHolders": sum(a.participant_type == 0 for a in joins),
-        "traders": sum(a.participant_type == 1 for a in joins), "bronzeTier": len(joins), "silverTier": 0,
+        "totalParticipants": len(joins),
+        "bitcoinHolders": sum(a.participant_type == 0 for a in joins),
+        "traders": sum(a.participant_type == 1 for a in joins),
+        "bronzeTier": len(joins),
+        "silverTier": 0,
         "goldTier": 0,
     }
     assert bob["currentBalance"] == scenario.rbtc(BOB) == 0 and bob["isEligible"] is False
@@ -178,7 +187,9 @@ def test_yield_status_and_participant(served):
     absent = serve.client.get("/api/yield-scales/participant", params={"address": ALICE}).json()
     assert_shape(absent, "participant_absent")
     assert absent["eligibleToJoin"] is True
-    assert serve.client.get("/api/yield-scales/participant", params={"address": NOBODY}).json()["eligibleToJoin"] is False
+    assert (
+        serve.client.get("/api/yield-scales/participant", params={"address": NOBODY}).json()["eligibleToJoin"] is False
+    )
 
 
 def test_proof_of_reserves_totals_every_user(served):
@@ -277,6 +288,12 @@ def test_bitcoin_addresses_from_a_configured_table(database_url):
             assert [r["bitcoin_address"] for r in body["bitcoinAddresses"]] == ["tb1q1", "tb1q2", "tb1q0"]
             assert body["count"] == 3
             assert set(body["bitcoinAddresses"][0]) == {
-                "id", "eth_address", "bitcoin_address", "network", "verified_at", "monitoring_started_at",
-                "is_monitoring", "created_at",
+                "id",
+                "eth_address",
+                "bitcoin_address",
+                "network",
+                "verified_at",
+                "monitoring_started_at",
+                "is_monitoring",
+                "created_at",
             }

@@ -24,8 +24,16 @@ class ServeThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(build_app(self.state), host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-                           loop="asyncio", http="h11", timeout_graceful_shutdown=1)
+            uvicorn.Config(
+                build_app(self.state),
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan="on",
+                loop="asyncio",
+                http="h11",
+                timeout_graceful_shutdown=1,
+            )
         )
         self.loop: asyncio.AbstractEventLoop | None = None
 

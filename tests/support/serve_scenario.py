@@ -61,8 +61,17 @@ class Scenario:
 
     def join(self, user: str, participant_type: int, amount: int) -> list:
         self.actions.append(Action("join", user, amount=amount, participant_type=participant_type))
-        return [event_log("yield_scales_pool", POOL, "ParticipantJoined", self.tx(), user=user,
-                          participantType=participant_type, amount=amount)]
+        return [
+            event_log(
+                "yield_scales_pool",
+                POOL,
+                "ParticipantJoined",
+                self.tx(),
+                user=user,
+                participantType=participant_type,
+                amount=amount,
+            )
+        ]
 
     # -- what the history implies ---------------------------------------------------------------
 

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-SHAPES = json.loads((Path(__file__).resolve().parents[1] / "integration" / "fixtures" / "serve_shapes.json").read_text())
+SHAPES = json.loads(
+    (Path(__file__).resolve().parents[1] / "integration" / "fixtures" / "serve_shapes.json").read_text()
+)
 
 
 def _is(value: Any, kind: str) -> bool:
