@@ -176,7 +176,7 @@ class StreamBroker:
             reorgs, self.reorg_pending = self.reorg_pending, set()
             committed, self.oldest_commit = self.oldest_commit, None
             try:
-                sent = await self._fan_out(dirty, reorgs)
+                sent = await self._fan_out(dirty, reorgs, committed)
             except Exception as exc:  # a failed round is retried with the next change; state is re-read then
                 log.warning("push round failed; will retry", error=str(exc).splitlines()[0] if str(exc) else "")
                 for address, topics in dirty.items():
@@ -188,14 +188,16 @@ class StreamBroker:
             if self.on_sent and committed:
                 self.on_sent(sent, committed)
 
-    async def _fan_out(self, dirty: dict[str | None, set[str]], reorgs: set[str | None]) -> int:
+    async def _fan_out(
+        self, dirty: dict[str | None, set[str]], reorgs: set[str | None], committed: float | None
+    ) -> int:
         sent = 0
         async with self.db.snapshot() as snap:
             for address, topics in dirty.items():
                 group = self.clients.get(address)
                 if not group:
                     continue
-                payloads = await self.render(snap, address, topics)
+                payloads = await self.render(snap, address, topics, committed)
                 reorg = event_bytes("reorg", None, {"version": snap.version}) if address in reorgs else None
                 for client in list(group):
                     if reorg is not None:
@@ -209,8 +211,11 @@ class StreamBroker:
                         self.remove(client)
         return sent
 
-    async def render(self, snap: Snapshot, address: str | None, topics: set[str] | tuple[str, ...]) -> dict[str, bytes]:
-        """The current state of these topics for this address, as SSE events, from one snapshot."""
+    async def render(
+        self, snap: Snapshot, address: str | None, topics: set[str] | tuple[str, ...], committed: float | None = None
+    ) -> dict[str, bytes]:
+        """The current state of these topics for this address, as SSE events, from one snapshot. `committed` is
+        the commit time (Unix seconds) of the oldest change this event answers (None on connect)."""
         out: dict[str, bytes] = {}
         for name in sorted(topics):
             topic = TOPICS[name]
@@ -225,6 +230,7 @@ class StreamBroker:
                     "block": block,
                     "blockHash": mark.block_hash if mark else None,
                     "version": snap.version,
+                    "committedAt": committed,
                     "data": body,
                 },
             )
