@@ -96,7 +96,8 @@ class ReadDatabase:
         self.schema = schema
         search_path = sql.SQL("{}, public").format(sql.Identifier(schema)).as_string()
         options = (
-            f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms} "
+            "-c default_transaction_read_only=on -c default_transaction_isolation=repeatable\\ read "
+            f"-c statement_timeout={statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={max(statement_timeout_ms * 5, 10_000)} "
             f"-c search_path={search_path.replace(' ', '')}"
         )
@@ -123,8 +124,7 @@ class ReadDatabase:
         first statement, so the marks and every later row come from the same instant)."""
         try:
             async with self.pool.connection() as conn:
-                async with conn.transaction():
-                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                async with conn.transaction():  # REPEATABLE READ, READ ONLY: the session defaults
                     cur = await conn.execute(MARKS_QUERY)
                     yield Snapshot(conn, marks_of(await cur.fetchall()))
         except psycopg.errors.QueryCanceled as exc:

@@ -61,6 +61,7 @@ TOPICS: dict[str, Topic] = {
         Topic("indexer", routes.ALL_PROJECTIONS, _indexer, per_address=False),
     )
 }
+COALESCE_SECONDS = 0.003
 DEFAULT_TOPICS = ("balances", "transactions", "emergency-burns", "yield-status", "sync-status")
 
 
@@ -171,6 +172,8 @@ class StreamBroker:
     async def _run(self) -> None:
         while True:
             await self._kick.wait()
+            # One block's commits (one per projection) arrive within milliseconds: answer them in one round.
+            await asyncio.sleep(COALESCE_SECONDS)
             self._kick.clear()
             dirty, self.dirty = self.dirty, {}
             reorgs, self.reorg_pending = self.reorg_pending, set()
