@@ -62,6 +62,8 @@ TOPICS: dict[str, Topic] = {
     )
 }
 COALESCE_SECONDS = 0.003
+REPLICA_RECHECK = 0.01
+REPLICA_PATIENCE = 30.0
 DEFAULT_TOPICS = ("balances", "transactions", "emergency-burns", "yield-status", "sync-status")
 
 
@@ -114,6 +116,7 @@ class StreamBroker:
         self.dirty: dict[str | None, set[str]] = {}
         self.reorg_pending: set[str | None] = set()
         self.oldest_commit: float | None = None
+        self.wanted_version = 0  # the newest commit heard of: a round's snapshot must show at least this
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -167,6 +170,8 @@ class StreamBroker:
         if self.dirty:
             if change.committed_at and self.oldest_commit is None:
                 self.oldest_commit = change.committed_at
+            if not change.resync:
+                self.wanted_version = max(self.wanted_version, change.version)
             self._kick.set()
 
     async def _run(self) -> None:
@@ -195,7 +200,7 @@ class StreamBroker:
         self, dirty: dict[str | None, set[str]], reorgs: set[str | None], committed: float | None
     ) -> int:
         sent = 0
-        async with self.db.snapshot() as snap:
+        async with self.caught_up_snapshot() as snap:
             for address, topics in dirty.items():
                 group = self.clients.get(address)
                 if not group:
@@ -213,6 +218,22 @@ class StreamBroker:
                         self.dropped += 1
                         self.remove(client)
         return sent
+
+    @contextlib.asynccontextmanager
+    async def caught_up_snapshot(self) -> AsyncIterator[Snapshot]:
+        """A snapshot that shows every commit heard of so far. Reading from a streaming replica, the primary's
+        notification can arrive before the replica has replayed the commit: wait for it (briefly re-checking),
+        so a push never carries state older than the change it announces."""
+        wanted = self.wanted_version
+        deadline = asyncio.get_running_loop().time() + REPLICA_PATIENCE
+        while True:
+            async with self.db.snapshot() as snap:
+                if snap.version >= wanted or asyncio.get_running_loop().time() > deadline:
+                    if snap.version < wanted:
+                        log.warning("push state read before the replica caught up", wanted=wanted, seen=snap.version)
+                    yield snap
+                    return
+            await asyncio.sleep(REPLICA_RECHECK)
 
     async def render(
         self, snap: Snapshot, address: str | None, topics: set[str] | tuple[str, ...], committed: float | None = None
