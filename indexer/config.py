@@ -93,6 +93,7 @@ class ApiConfig(_Strict):
     min_block_wait: float = Field(default=5.0, gt=0, le=60, description="longest ?min_block= wait, seconds")
     max_rows: int = Field(default=1000, ge=1, le=100_000, description="cap on rows of one /rest/v1 answer")
     cors_origins: list[str] = ["*"]
+    access_log: bool = Field(default=True, description="one info line per request: route template, status, time")
     rate_limit: str = Field(default="600/minute", pattern=r"^[0-9]+/(second|minute|hour)$")
     rate_limit_enabled: bool = True
     trust_forwarded_for: bool = Field(default=False, description="key rate limits on X-Forwarded-For (behind a proxy)")
@@ -103,6 +104,15 @@ class ApiConfig(_Strict):
         default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$", description="off-chain table"
     )
     yield_scales_contract: str = "0x0bAbb640c2eb4501b3d62D090A2c34871EB95df8"
+
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.rstrip("/") != origin):
+                raise ValueError(f"{origin!r} is not '*' or an origin like https://app.example.org")
+        return origins
 
 
 class LogConfig(_Strict):

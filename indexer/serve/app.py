@@ -432,7 +432,7 @@ def build_app(state: ServeState) -> Starlette:
         StarletteRoute("/", status_page, methods=["GET"]),
     ]
     middleware = [
-        Middleware(AccessMiddleware, metrics=state.metrics),  # type: ignore[arg-type]
+        Middleware(AccessMiddleware, metrics=state.metrics, access_log=state.config.access_log),  # type: ignore[arg-type]
         Middleware(
             CORSMiddleware,  # type: ignore[arg-type]
             allow_origins=list(state.config.cors_origins),

@@ -1,6 +1,6 @@
 """Cross-cutting HTTP concerns as plain ASGI middleware: per-client rate limits with RateLimit headers (the
-`limits` library's moving window, in memory), request metrics and access logs. Access logs name the route
-template, never the query string, so no address reaches the logs at info level."""
+`limits` library's moving window, in memory), request metrics and access logs. Access lines name the route
+template, never the path's values or the query string, so no address reaches the logs."""
 
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def route_template(scope: Scope) -> str:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics):
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics, access_log: bool = True):
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,10 +75,8 @@ class AccessMiddleware:
             elapsed = time.perf_counter() - started
             template = route_template(scope)
             self.metrics.requests.labels(template, scope["method"], str(status)).observe(elapsed)
-            if template != "/api/realtime/stream":
-                log.debug("request", route=template, method=scope["method"], status=status, ms=round(elapsed * 1e3, 2))
-            if status >= 500:
-                log.info("request failed", route=template, method=scope["method"], status=status)
+            if self.access_log or status >= 500:
+                log.info("request", route=template, method=scope["method"], status=status, ms=round(elapsed * 1e3, 2))
 
 
 class RateLimitMiddleware:

@@ -144,6 +144,8 @@ def test_serve_command_runs_logs_without_addresses_and_stops_on_sigterm(database
         assert proc.returncode == 0, err
         assert ALICE not in err and ALICE not in out
         assert '"serve started"' in err
+        assert '"route": "/api/realtime/balances"' in err and '"status": 200' in err
+        assert '"route": "/api/realtime/transactions"' in err and '"status": 400' in err
 
 
 def test_reads_are_read_only_sessions(database_url):
