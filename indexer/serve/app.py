@@ -432,9 +432,9 @@ def build_app(state: ServeState) -> Starlette:
         StarletteRoute("/", status_page, methods=["GET"]),
     ]
     middleware = [
-        Middleware(AccessMiddleware, metrics=state.metrics, access_log=state.config.access_log),  # type: ignore[arg-type]
+        Middleware(AccessMiddleware, metrics=state.metrics, access_log=state.config.access_log),
         Middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            CORSMiddleware,
             allow_origins=list(state.config.cors_origins),
             allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
             allow_headers=["*"],
@@ -445,7 +445,7 @@ def build_app(state: ServeState) -> Starlette:
     if state.config.rate_limit_enabled:
         middleware.append(
             Middleware(
-                RateLimitMiddleware,  # type: ignore[arg-type]
+                RateLimitMiddleware,
                 rate=state.config.rate_limit,
                 trust_forwarded_for=state.config.trust_forwarded_for,
                 metrics=state.metrics,

@@ -102,9 +102,10 @@ class RateLimitMiddleware:
         if self.trust_forwarded_for:
             for name, value in scope.get("headers", []):
                 if name == b"x-forwarded-for":
-                    return value.decode("latin-1").split(",")[0].strip()
+                    forwarded: str = value.decode("latin-1")
+                    return forwarded.split(",")[0].strip()
         client = scope.get("client")
-        return client[0] if client else "unknown"
+        return str(client[0]) if client else "unknown"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT or scope["method"] == "OPTIONS":
