@@ -18,12 +18,14 @@ from typing import Any
 import orjson
 import psycopg
 import structlog
+from psycopg import sql
 
 from indexer.serve.snapshot import ProjectionMark
 from indexer.store.db import first_line, redact_dsn
 
 log = structlog.get_logger("serve.hub")
 CHANNEL = "rbtc_tables_changed"
+APPLICATION_NAME = "rbtc-serve-listen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class PushHub:
         self.connected = asyncio.Event()
         self.changed = asyncio.Condition()
         self.notifications = 0
+        self.reconnects = 0
         self.last_change_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -123,7 +126,9 @@ class PushHub:
         first = True
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME
+                )
             except psycopg.OperationalError as exc:
                 log.warning("cannot LISTEN; retrying", database=redact_dsn(self.dsn), error=first_line(exc))
                 await asyncio.sleep(delay)
@@ -132,9 +137,11 @@ class PushHub:
             try:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await self._reseed(conn)
                     self.connected.set()
                     delay = self.reconnect_delay
                     if not first:
+                        self.reconnects += 1
                         log.info("LISTEN connection re-established")
                         await self._publish(Change("*", self.version, -1, None, None, None, resync=True))
                     first = False
@@ -147,6 +154,17 @@ class PushHub:
             finally:
                 self.connected.clear()
             await asyncio.sleep(delay)
+
+    async def _reseed(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Marks as the primary has them now (listening already, so no later commit can be missed)."""
+        query = sql.SQL("SELECT projection, version, block_number, block_hash FROM {}.read_versions").format(
+            sql.Identifier(self.schema)
+        )
+        try:
+            cur = await conn.execute(query)
+        except psycopg.errors.UndefinedTable:
+            return  # not migrated yet: notifications will bring the marks
+        self.seed({r[0]: ProjectionMark(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()})
 
     async def _publish(self, change: Change) -> None:
         self.notifications += 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 import time
 
+import psycopg
+
 from tests.support.live_indexer import LiveIndexer
 from tests.support.serve import ServeThread
 from tests.support.serve_scenario import ALICE, BOB, indexed_scenario
@@ -154,3 +156,30 @@ def test_bad_stream_requests_are_400(database_url):
         for params in ({"address": "0xnope"}, {"address": ALICE, "topics": "balances,secrets"}, {"topics": "balances"}):
             r = serve.client.get(STREAM, params=params)
             assert r.status_code == 400 and r.json()["error"]
+
+
+def test_a_lost_listen_connection_is_re_established_and_clients_resynchronised(database_url):
+    with indexed_scenario(database_url) as scenario, ServeThread(scenario.config) as serve:
+        client = SseClient(serve.url + STREAM, {"address": ALICE, "topics": "balances"})
+        try:
+            client.next()
+            etag = serve.client.get("/api/realtime/balances", params={"address": ALICE}).headers["etag"]
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                killed = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                    ("rbtc-serve-listen",),
+                ).fetchall()
+                assert killed
+            # A commit while the hub is (possibly) disconnected.
+            scenario.chain.mine(scenario.sync(ALICE, 4242, 4242 - scenario.last_sats(ALICE), 10**12))
+            scenario.index()
+            events = client.until(lambda e: e.name == "balances" and e.data["data"]["balance"] == "4242")
+            assert events
+            wait = time.monotonic() + 10
+            while not serve.state.hub.connected.is_set() and time.monotonic() < wait:
+                time.sleep(0.05)
+            assert serve.state.hub.reconnects == 1 and serve.state.hub.connected.is_set()
+            r = serve.client.get("/api/realtime/balances", params={"address": ALICE}, headers={"If-None-Match": etag})
+            assert r.status_code == 200 and r.json()["balance"] == "4242"
+        finally:
+            client.close()
