@@ -9,6 +9,8 @@
 - Push latency: N clients on /api/realtime/stream?topics=indexer (a separate client process, asyncio), blocks
   mined at a steady rate; for every event received, the time from the oldest commit it answers
   (`committedAt`, the database clock inside the commit) to its arrival at the client.
+- The same balances and transactions routes through handlers written the way upstream's are (a new connection
+  per request, one query per field), as a ratio.
 """
 
 from __future__ import annotations
@@ -205,6 +207,110 @@ def push_latency(serve_url: str, rpc_url: str, clients: int, seconds: float, int
     }
 
 
+# -- the upstream way, for comparison ----------------------------------------------------------------------
+
+
+def naive_app(dsn: str, schema: str) -> Any:
+    """The balances and transactions routes the way upstream's handlers do it: a new connection per request and
+    one query per field (no pool, no snapshot)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        await conn.execute(f'SET search_path TO "{schema}"')
+        return conn
+
+    async def field(conn: psycopg.AsyncConnection[Any], column: str, address: str) -> Any:
+        cur = await conn.execute(f"SELECT {column} FROM balances WHERE user_address = %s", (address,))
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def balances(request: Request) -> JSONResponse:
+        address = request.query_params["address"].lower()
+        conn = await connect()
+        try:
+            sats = await field(conn, "last_sats", address) or 0
+            last = await field(conn, "last_sync_time", address)
+            block = await (await conn.execute("SELECT max(updated_block) FROM balances")).fetchone()
+        finally:
+            await conn.close()
+        return JSONResponse(
+            {
+                "success": True,
+                "address": address,
+                "balance": str(sats),
+                "oracleSats": int(sats),
+                "btc": f"{int(sats) / 1e8:.8f}",
+                "lastUpdate": str(last),
+                "source": "oracle_contract",
+                "blockNumber": str(block[0] if block else 0),
+            }
+        )
+
+    async def transactions(request: Request) -> JSONResponse:
+        address = request.query_params["address"].lower()
+        limit = min(int(request.query_params.get("limit", 10)), 100)
+        conn = await connect()
+        try:
+            cur = await conn.execute(
+                "SELECT * FROM transactions WHERE user_address = %s ORDER BY block_timestamp DESC LIMIT %s",
+                (address, limit),
+            )
+            names = [c.name for c in cur.description or []]
+            rows = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+        finally:
+            await conn.close()
+        return JSONResponse(
+            [
+                {k: (str(v) if not isinstance(v, int | bool | dict | type(None)) else v) for k, v in r.items()}
+                for r in rows
+            ]
+        )
+
+    return Starlette(
+        routes=[Route("/api/realtime/balances", balances), Route("/api/realtime/transactions", transactions)]
+    )
+
+
+def _run_naive(dsn: str, schema: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        naive_app(dsn, schema), host="127.0.0.1", port=port, log_level="warning", loop="uvloop", http="httptools"
+    )
+
+
+def naive_comparison(
+    ws: Workspace, schema: str, paths: dict[str, str], seconds: float, connections: int, say: Any
+) -> dict[str, Any]:
+    from tests.support.anvil import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.api", "naive", "--dsn", ws.database_url, "--schema", schema, "--port", str(port)],
+        cwd=REPO,
+    )
+    out: dict[str, Any] = {}
+    try:
+        _wait_http(f"http://127.0.0.1:{port}{paths['balances']}", proc, ws.tmp / "none.log")
+        for name, path in paths.items():
+            say(f"  naive {name}: hey -z {seconds:.0f}s -c {connections} ...")
+            r = hey(f"http://127.0.0.1:{port}{path}", seconds, connections)
+            out[name] = r
+            say(f"    {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['statuses']}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+    return out
+
+
 # -- the whole API benchmark -------------------------------------------------------------------------------
 
 
@@ -292,6 +398,14 @@ def run_api_bench(
                 f"    p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms, {p['events']:,} events, "
                 f"{p['clients_connected_at_end']} clients still connected"
             )
+        out["naive"] = naive_comparison(
+            ws,
+            schema,
+            {"balances": routes["balances"], "transactions": routes["transactions"]},
+            seconds,
+            connections,
+            say,
+        )
     finally:
         for proc in (serve, daemon):
             if proc.poll() is None:
@@ -307,6 +421,10 @@ def run_api_bench(
         "api_transactions_p99_ms": routes_out["transactions"]["p99_ms"],
         "api_304_rps": routes_out["balances_304"]["rps"],
     }
+    naive = out.get("naive", {})
+    if "balances" in naive:
+        figures["api_balances_rps_over_naive"] = routes_out["balances"]["rps"] / naive["balances"]["rps"]
+        figures["api_transactions_rps_over_naive"] = routes_out["transactions"]["rps"] / naive["transactions"]["rps"]
     for n in clients:
         figures[f"push_latency_ms_p50_{n}_clients"] = out[f"push_{n}"]["p50_ms"]
         figures[f"push_latency_ms_p99_{n}_clients"] = out[f"push_{n}"]["p99_ms"]
@@ -359,10 +477,17 @@ def main(argv: list[str] | None = None) -> int:
     clients = sub.add_parser("clients", help="(internal) push clients for the latency measurement")
     clients.add_argument("--url", required=True)
     clients.add_argument("--n", type=int, required=True)
+    naive = sub.add_parser("naive", help="(internal) the upstream-style handlers, for the comparison")
+    naive.add_argument("--dsn", required=True)
+    naive.add_argument("--schema", required=True)
+    naive.add_argument("--port", type=int, required=True)
     parser.add_argument("--quick", action="store_true", help="the small chain; figures printed, not recorded")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", default="1000,5000")
     args = parser.parse_args(argv)
+    if args.command == "naive":
+        _run_naive(args.dsn, args.schema, args.port)
+        return 0
     if args.command == "clients":
         try:
             import uvloop
