@@ -298,8 +298,9 @@ class StreamBroker:
                 except TimeoutError:
                     yield b": keepalive\n\n"
                     continue
-                for payload in client.take():
-                    yield payload
+                pending = client.take()
+                if pending:
+                    yield b"".join(pending)  # one write for everything pending
             yield event_bytes("dropped", None, {"reason": "the client read too slowly; reconnect with Last-Event-ID"})
         finally:
             self.remove(client)
