@@ -274,7 +274,8 @@ class StreamBroker:
             oldest = await snap.row("SELECT min(version) AS v FROM read_changes")
             complete = oldest is not None and oldest["v"] is not None and oldest["v"] <= since + 1
             reverted = any(c["reverted_from"] is not None for c in changes)
-            if reverted or (not complete and since < snap.version):
+            # An id from the future (another database, or a replica further ahead) proves nothing: start over.
+            if reverted or since > snap.version or (not complete and since < snap.version):
                 events = [event_bytes("reorg", None, {"version": snap.version})] if reverted else []
                 return events + list((await self.render(snap, client.address, client.topics)).values())
             topics = {
