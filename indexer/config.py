@@ -93,6 +93,7 @@ class ApiConfig(_Strict):
     min_block_wait: float = Field(default=5.0, gt=0, le=60, description="longest ?min_block= wait, seconds")
     max_rows: int = Field(default=1000, ge=1, le=100_000, description="cap on rows of one /rest/v1 answer")
     cors_origins: list[str] = ["*"]
+    response_cache: int = Field(default=10_000, ge=0, le=1_000_000, description="responses kept per data version")
     access_log: bool = Field(default=True, description="one info line per request: route template, status, time")
     rate_limit: str = Field(default="600/minute", pattern=r"^[0-9]+/(second|minute|hour)$")
     rate_limit_enabled: bool = True

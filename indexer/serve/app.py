@@ -27,6 +27,7 @@ from starlette.routing import Route as StarletteRoute
 
 from indexer.config import ApiConfig
 from indexer.serve import postgrest, routes
+from indexer.serve.cache import CachedResponse, ResponseCache
 from indexer.serve.guards import AccessMiddleware, RateLimitMiddleware, ServeMetrics
 from indexer.serve.hub import PushHub
 from indexer.serve.indexer_status import read_indexer_status
@@ -68,6 +69,7 @@ class ServeState:
     same_database: bool  # reads and LISTEN go to the same server: the hub's marks are the read side's marks
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     tables_checked_at: float = 0.0
+    cache: ResponseCache = field(default_factory=lambda: ResponseCache(0))
     started_at: float = field(default_factory=time.time)
 
 
@@ -158,6 +160,30 @@ async def _consistent(
     return read, headers
 
 
+def _from_cache(state: ServeState, request: Request) -> Response | None:
+    """A response read at the current data version for this very request, if one is kept."""
+    if (
+        request.method != "GET"
+        or not state.same_database
+        or not state.hub.connected.is_set()
+        or request.query_params.get("min_block")
+        or request.headers.get("x-min-block")
+    ):
+        return None
+    found = state.cache.get(state.cache.key(request), state.hub.version)
+    if found is None:
+        return None
+    return Response(found.body, found.status, headers=dict(found.headers), media_type=found.media_type)
+
+
+def _keep(state: ServeState, request: Request, version: int, response: Response) -> Response:
+    if request.method == "GET" and state.same_database and response.status_code == 200:
+        headers = tuple((k, v) for k, v in response.headers.items() if k not in ("content-length", "content-type"))
+        media = response.media_type or JSON
+        state.cache.put(state.cache.key(request), CachedResponse(version, 200, bytes(response.body), headers, media))
+    return response
+
+
 def _unavailable(exc: Exception, body: Any, *, rest: bool = False) -> Response:
     if isinstance(exc, TablesBehind):
         detail = {"error": str(exc), "indexedBlock": exc.reached, "minBlock": exc.wanted}
@@ -185,6 +211,12 @@ def upstream_endpoint(route: routes.Route) -> Callable[[Request], Awaitable[Resp
                 return _json({"error": "the request body must be a JSON object"}, 400)
             query.update({k: str(v) for k, v in body.items() if isinstance(v, str | int) and not isinstance(v, bool)})
         params: routes.Params = {}
+        if (
+            route.cacheable
+            and (cached := _from_cache(state, request)) is not None
+            and not _matches(request, cached.headers.get("etag", ""))
+        ):
+            return cached
         try:
             params = route.parse(query)
             result = await _consistent(
@@ -204,7 +236,8 @@ def upstream_endpoint(route: routes.Route) -> Callable[[Request], Awaitable[Resp
         if isinstance(result, Response):
             return result
         read, headers = result
-        return _json(read.value, 200, headers)
+        response = _json(read.value, 200, headers)
+        return _keep(state, request, read.version, response) if route.cacheable else response
 
     return endpoint
 
@@ -223,6 +256,8 @@ async def rest_endpoint(request: Request) -> Response:
             405,
             {"Allow": "GET, HEAD"},
         )
+    if (cached := _from_cache(state, request)) is not None and not _matches(request, cached.headers.get("etag", "")):
+        return cached
     if table in postgrest.EXPOSED and table not in state.tables:
         await _refresh_tables(state)  # started before `migrate` created them, or a table was added since
     try:
@@ -259,12 +294,13 @@ async def rest_endpoint(request: Request) -> Response:
                 406,
                 headers,
             )
-        return Response(
+        single = Response(
             dumps(rows[0]), 200, headers=headers, media_type="application/vnd.pgrst.object+json; charset=utf-8"
         )
+        return _keep(state, request, read.version, single)
     if request.method == "HEAD":
         return Response(b"", 200, headers=headers, media_type=JSON)
-    return _json(rows, 200, headers)
+    return _keep(state, request, read.version, _json(rows, 200, headers))
 
 
 async def _refresh_tables(state: ServeState) -> None:
@@ -469,9 +505,10 @@ def make_state(config: ApiConfig, database_url: str, schema: str) -> ServeState:
         db=db,
         hub=hub,
         reader=Reader(db, hub, config.min_block_wait),
-        broker=StreamBroker(db, hub, settings, queue_limit=config.sse_queue),
+        broker=StreamBroker(db, hub, settings, queue_limit=config.sse_queue, same_database=read_url == listen_url),
         settings=settings,
         metrics=ServeMetrics(registry),
         registry=registry,
         same_database=read_url == listen_url,
+        cache=ResponseCache(config.response_cache),
     )

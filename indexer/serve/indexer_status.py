@@ -1,5 +1,6 @@
 """The indexer's own state for the status page and the `indexer` push topic: every component's sync row, each
-projection's mark, recent blocks and table counts, read in the caller's snapshot."""
+projection's mark, recent blocks and table counts (exact up to EXACT_UP_TO rows, the planner's estimate above,
+listed in `tableCountsEstimated`), read in the caller's snapshot."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from indexer.serve.snapshot import Snapshot
 
+EXACT_UP_TO = 50_000
 COUNTED_TABLES = ("balances", "transactions", "emergency_burns", "yield_scales_participants", "oracle_operations_log")
 
 
@@ -17,7 +19,21 @@ async def read_indexer_status(snap: Snapshot) -> dict[str, Any]:
         "FROM sync_status ORDER BY component"
     )
     blocks = await snap.rows("SELECT number, hash FROM follower_blocks ORDER BY number DESC LIMIT 10")
-    counts = await snap.row("SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in COUNTED_TABLES))
+    # Exact counts for small tables; the planner's estimate (kept by ANALYZE / autovacuum) above EXACT_UP_TO
+    # rows, so the page stays cheap to push to many clients.
+    estimates = {
+        r["relname"]: r["estimate"]
+        for r in await snap.rows(
+            "SELECT relname, reltuples::bigint AS estimate FROM pg_class "
+            "WHERE relnamespace = current_schema()::regnamespace AND relname = ANY(%s)",
+            (list(COUNTED_TABLES),),
+        )
+    }
+    exact = [t for t in COUNTED_TABLES if estimates.get(t, -1) < EXACT_UP_TO]
+    counts: dict[str, Any] = {t: estimates[t] for t in COUNTED_TABLES if t not in exact}
+    if exact:
+        row = await snap.row("SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in exact))
+        counts.update(row or {})
     marks = sorted(snap.marks.values(), key=lambda m: m.projection)
     lowest = min((m.block for m in marks), default=None)
     return {
@@ -29,5 +45,6 @@ async def read_indexer_status(snap: Snapshot) -> dict[str, Any]:
             for m in marks
         ],
         "recentBlocks": blocks,
-        "tableCounts": counts or {},
+        "tableCounts": {t: counts.get(t) for t in COUNTED_TABLES},
+        "tableCountsEstimated": sorted(t for t in COUNTED_TABLES if t not in exact),
     }

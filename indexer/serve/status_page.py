@@ -34,7 +34,7 @@ function show(s){
     c.lag_blocks,c.lag_seconds===null?null:Number(c.lag_seconds).toFixed(1),c.events_processed,
     c.failing?'error':'ok']));
   fill('projections',s.projections.map(p=>[p.projection,p.block,p.blockHash,p.version]));
-  fill('counts',Object.entries(s.tableCounts));
+  fill('counts',Object.entries(s.tableCounts).map(([t,n])=>[t,(s.tableCountsEstimated.includes(t)?'≈ ':'')+n]));
   fill('blocks',s.recentBlocks.map(b=>[b.number,b.hash]));
 }
 const source=new EventSource('api/realtime/stream?topics=indexer');

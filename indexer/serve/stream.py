@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ TOPICS: dict[str, Topic] = {
     )
 }
 COALESCE_SECONDS = 0.003
+OPENINGS_KEPT = 50_000
 REPLICA_RECHECK = 0.01
 REPLICA_PATIENCE = 30.0
 DEFAULT_TOPICS = ("balances", "transactions", "emergency-burns", "yield-status", "sync-status")
@@ -107,8 +109,20 @@ class StreamClient:
 class StreamBroker:
     """Turns hub changes into per-client events."""
 
-    def __init__(self, db: ReadDatabase, hub: PushHub, settings: routes.Settings, *, queue_limit: int):
+    def __init__(
+        self,
+        db: ReadDatabase,
+        hub: PushHub,
+        settings: routes.Settings,
+        *,
+        queue_limit: int,
+        same_database: bool = True,
+    ):
         self.db = db
+        self.same_database = same_database
+        # Opening states by (address, topic), with the data version they were read at: a connect at an unchanged
+        # version reuses them instead of reading again (many clients connect at once after a deploy).
+        self.openings: OrderedDict[tuple[str | None, str], tuple[int, bytes]] = OrderedDict()
         self.hub = hub
         self.settings = settings
         self.queue_limit = queue_limit
@@ -263,9 +277,19 @@ class StreamBroker:
     async def opening(self, client: StreamClient, last_event_id: str | None) -> list[bytes]:
         """What a client gets on connect: every topic's state, or what changed since `last_event_id`."""
         since = parse_event_id(last_event_id)
+        if since is None and self.same_database and self.hub.connected.is_set():
+            kept = [self.openings.get((client.address, t)) for t in sorted(client.topics)]
+            if all(k is not None and k[0] == self.hub.version for k in kept):
+                return [k[1] for k in kept if k is not None]
         async with self.db.snapshot() as snap:
             if since is None:
-                return list((await self.render(snap, client.address, client.topics)).values())
+                fresh = await self.render(snap, client.address, client.topics)
+                for name, payload in fresh.items():
+                    self.openings[(client.address, name)] = (snap.version, payload)
+                    self.openings.move_to_end((client.address, name))
+                while len(self.openings) > OPENINGS_KEPT:
+                    self.openings.popitem(last=False)
+                return list(fresh.values())
             changes = await snap.rows(
                 "SELECT version, projection, reverted_from, addresses FROM read_changes WHERE version > %s "
                 "ORDER BY version",

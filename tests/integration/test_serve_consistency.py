@@ -171,3 +171,29 @@ def test_a_reorg_changes_the_version_and_the_block_hash(database_url):
             assert after.headers["x-indexed-block-hash"] != before.headers["x-indexed-block-hash"]
             assert after.headers["x-indexed-block-hash"] == chain.canonical_blocks()[-1]["hash"]
             assert int(after.headers["x-data-version"]) > int(before.headers["x-data-version"])
+
+
+def test_the_response_cache_is_keyed_on_the_data_version(database_url):
+    with indexed_scenario(database_url) as scenario, ServeThread(scenario.config) as serve:
+        cache = serve.state.cache
+        params = {"address": ALICE}
+        first = serve.client.get("/api/realtime/transactions", params=params)
+        hits = cache.hits
+        again = serve.client.get("/api/realtime/transactions", params=params)
+        assert cache.hits == hits + 1
+        assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+        assert again.headers["x-indexed-block"] == first.headers["x-indexed-block"]
+        other = serve.client.get("/api/realtime/transactions", params={"address": BOB})
+        assert other.content != first.content
+
+        version = int(first.headers["x-data-version"])
+        scenario.chain.mine(scenario.sync(ALICE, 9100, 1100, 10**12))
+        scenario.index()
+        wait_for(lambda: serve.state.hub.version > version, what="the commit notification")
+        fresh = serve.client.get("/api/realtime/transactions", params=params)
+        assert fresh.json()[0]["amount"] == "1100"
+        assert int(fresh.headers["x-data-version"]) > version
+        # A min_block request is never answered from the cache.
+        hits = cache.hits
+        serve.client.get("/api/realtime/transactions", params={**params, "min_block": 0})
+        assert cache.hits == hits
