@@ -51,8 +51,11 @@ demo: install tools postgres
 bench: install tools postgres loadgen
 	$(PY) -m bench.run
 
+# Style, types (strict on indexer/ and projections/) and the import layers of the pipeline.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .tools/node_modules .pytest_cache .ruff_cache

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,7 +31,6 @@ class _Strict(BaseModel):
 
 
 class ChainConfig(_Strict):
-    name: str = "chain"
     chain_id: int = Field(gt=0)
     rpc_urls: list[str] = Field(min_length=1)
     confirmations: int = Field(default=64, ge=0, description="fallback finality depth for nodes without 'finalized'")
@@ -180,20 +180,20 @@ def _location(loc: tuple[object, ...]) -> str:
     return ".".join(parts)
 
 
-def parse_config(data: dict, source: str, env: dict[str, str] | None = None) -> Config:
+def parse_config(data: dict[str, Any], source: str, env: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed TOML document (plus environment overrides) into a Config."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     data = {**data, "source": source}
     chain = dict(data.get("chain") or {})
     database = dict(data.get("database") or {})
-    if env.get(ENV_RPC_URL):
-        chain["rpc_urls"] = [u.strip() for u in env[ENV_RPC_URL].split(",") if u.strip()]
+    if environ.get(ENV_RPC_URL):
+        chain["rpc_urls"] = [u.strip() for u in environ[ENV_RPC_URL].split(",") if u.strip()]
         data["chain"] = chain
-    if env.get(ENV_DATABASE_URL):
-        database["url"] = env[ENV_DATABASE_URL]
+    if environ.get(ENV_DATABASE_URL):
+        database["url"] = environ[ENV_DATABASE_URL]
         data["database"] = database
-    if env.get(ENV_API_DATABASE_URL):
-        data["api"] = {**dict(data.get("api") or {}), "database_url": env[ENV_API_DATABASE_URL]}
+    if environ.get(ENV_API_DATABASE_URL):
+        data["api"] = {**dict(data.get("api") or {}), "database_url": environ[ENV_API_DATABASE_URL]}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

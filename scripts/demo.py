@@ -36,7 +36,7 @@ def write_config(rpc_url: str, deployment: Deployment, api_port: int) -> Path:
     )
     path = WORK / "config.toml"
     path.write_text(
-        f'[chain]\nname = "local-anvil"\nchain_id = 31337\nrpc_urls = ["{rpc_url}"]\npoll_interval = 0.1\n\n'
+        f'[chain]\nchain_id = 31337\nrpc_urls = ["{rpc_url}"]\npoll_interval = 0.1\n\n'
         f'[database]\nurl = "{DATABASE_URL}"\nschema = "{SCHEMA}"\n\n[http]\nlisten = "127.0.0.1:9108"\n\n'
         f'[api]\nlisten = "127.0.0.1:{api_port}"\n\n'
         f'[log]\nformat = "console"\n\n{contracts}'

@@ -19,6 +19,7 @@ import orjson
 import requests
 import structlog
 from web3 import HTTPProvider
+from web3.types import RPCEndpoint
 
 from indexer.config import redact_url
 from indexer.errors import Retryable
@@ -27,13 +28,23 @@ log = structlog.get_logger("rpc")
 
 _RANGE_PATTERNS = re.compile(
     r"(more than \d+ results|range (is )?too (large|wide)|block range|too many (results|logs|blocks)"
-    r"|response (size|is) too (big|large)|exceed(s|ed) .*(limit|range)|limited to a? ?\d+ block|query timeout"
-    r"|log response size exceeded)",
+    r"|response (size|is) too (big|large)|response too large|exceed(s|ed)? .*(limit|range|results)"
+    r"|limited to an? ?[\d,]+ (block|range)|ranges? over [\d,]+ blocks|range \d+ is bigger than range limit"
+    r"|query timeout|log response size exceeded)",
     re.IGNORECASE,
 )
-_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*\]")
-_LIMITED_TO = re.compile(r"limited to (?:a )?(\d+)", re.IGNORECASE)
-_RATE_LIMIT = re.compile(r"(rate.?limit|too many requests|exceeded .*capacity|request limit)", re.IGNORECASE)
+_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*\]|range (\d+)-(\d+)")
+_LIMITED_TO = re.compile(
+    r"(?:limited to (?:an? )?|exceeds (?:the )?limit of |max block range |range limit )([\d,]+)", re.IGNORECASE
+)
+_RATE_LIMIT = re.compile(
+    r"(rate.?limit|too many requests|exceeded .*capacity|request limit|credits limited|over .*limit, retry)",
+    re.IGNORECASE,
+)
+# Provider codes for "slow down" (-32005 common, -32012 QuickNode credits, -32016 Base, -32021/-32022 MegaETH).
+_RATE_LIMIT_CODES = {-32005, -32012, -32016, -32021, -32022, -32029, 429}
+# Codes that mean "this query is too large" whatever the message says (-32614 QuickNode, -32020 MegaETH).
+_RANGE_CODES = {-32614, -32020}
 _FINAL_CODES = {-32601, -32602, -32600, -32700}
 
 
@@ -67,24 +78,51 @@ class RpcUnavailable(RpcError):
     """Every attempt failed and the caller's retry budget is spent (or shutdown was requested)."""
 
 
-def classify_error(error: dict, endpoint: str) -> RpcError:
+def classify_error(error: dict[str, Any], endpoint: str) -> RpcError:
     """Turn a JSON-RPC error object into the matching exception."""
     code = error.get("code")
-    message = str(error.get("message", "")) + (f" ({error['data']})" if isinstance(error.get("data"), str) else "")
-    if _RANGE_PATTERNS.search(message):
+    message = str(error.get("message", "")) + _detail(error.get("data"))
+    # The wording decides first: some providers share one code (-32005) between rate limits and result caps.
+    if _RATE_LIMIT.search(message):
+        return RateLimited(message, endpoint=endpoint, retry_after=None)
+    if code in _RANGE_CODES or _RANGE_PATTERNS.search(message):
         return RangeTooLarge(message, code=code, endpoint=endpoint, suggested=_suggested_span(message))
-    if code in (-32005, -32029, 429) or _RATE_LIMIT.search(message):
+    if code in _RATE_LIMIT_CODES:
         return RateLimited(message, endpoint=endpoint, retry_after=None)
     return RpcError(message, code=code, endpoint=endpoint, retryable=code not in _FINAL_CODES)
+
+
+def _json_rpc_error(response: requests.Response | None) -> dict[str, Any] | None:
+    """The JSON-RPC error object in an HTTP error response's body, if it carries one."""
+    if response is None:
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _detail(data: object) -> str:
+    """The reason some providers put in the error's `data` (a string, or an object with a text field)."""
+    if isinstance(data, str):
+        return f" ({data})"
+    if isinstance(data, dict):
+        texts = [v for k, v in data.items() if k in ("payload", "message", "reason", "details") and isinstance(v, str)]
+        return "".join(f" ({t})" for t in texts)
+    return ""
 
 
 def _suggested_span(message: str) -> int | None:
     match = _SUGGESTED_RANGE.search(message)
     if match:
-        start, end = (int(x, 0) for x in match.groups())
+        start, end = (int(x, 0) for x in match.groups() if x is not None)
         return max(1, end - start + 1)
     match = _LIMITED_TO.search(message)
-    return int(match.group(1)) if match else None
+    return int(match.group(1).replace(",", "")) if match else None
 
 
 class _FastProvider(HTTPProvider):
@@ -138,23 +176,24 @@ class RpcClient:
 
     # -- public API -------------------------------------------------------------------------------
 
-    def call(self, method: str, params: list, *, attempts: int | None = None) -> Any:
-        """One call's result, retried and failed over until it succeeds or `attempts` are spent."""
-        return self._with_retries(method, lambda ep: self._single(ep, method, params), attempts)
+    def call(self, method: str, params: list[Any]) -> Any:
+        """One call's result, retried with backoff and failed over until it succeeds or shutdown is requested."""
+        return self._with_retries(method, lambda ep: self._single(ep, method, params))
 
-    def batch(self, calls: Sequence[tuple[str, list]], *, attempts: int | None = None) -> list[Any]:
+    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
         """Results of several calls sent as one JSON-RPC batch to one endpoint (all or nothing)."""
         if not calls:
             return []
         label = calls[0][0] if len({m for m, _ in calls}) == 1 else "batch"
-        return self._with_retries(label, lambda ep: self._batch(ep, calls), attempts)
+        results: list[Any] = self._with_retries(label, lambda ep: self._batch(ep, calls))
+        return results
 
     def chain_id(self) -> int:
         return int(self.call("eth_chainId", []), 16)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _single(self, endpoint: Endpoint, method: str, params: list) -> Any:
+    def _single(self, endpoint: Endpoint, method: str, params: list[Any]) -> Any:
         response = self._post(endpoint, method, lambda: endpoint.provider.make_request(method, params))
         if not isinstance(response, dict):
             raise RpcError(f"malformed response to {method}", endpoint=endpoint.label)
@@ -164,8 +203,9 @@ class RpcClient:
             raise RpcError(f"response to {method} has neither result nor error", endpoint=endpoint.label)
         return response["result"]
 
-    def _batch(self, endpoint: Endpoint, calls: Sequence[tuple[str, list]]) -> list[Any]:
-        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(list(calls)))
+    def _batch(self, endpoint: Endpoint, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        requests_ = [(RPCEndpoint(m), p) for m, p in calls]
+        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(requests_))
         if isinstance(responses, dict) and responses.get("error"):
             raise classify_error(responses["error"], endpoint.label)
         if not isinstance(responses, list) or len(responses) != len(calls):
@@ -188,6 +228,9 @@ class RpcClient:
             self._observe(method, endpoint, started, f"http_{status}")
             if status == 429:
                 raise RateLimited("HTTP 429", endpoint=endpoint.label, retry_after=_retry_after(exc.response)) from None
+            error = _json_rpc_error(exc.response)
+            if error is not None:  # providers send range refusals and the like with an HTTP error status too
+                raise classify_error(error, endpoint.label) from None
             retryable = status >= 500 or status in (408, 425)
             raise RpcError(f"HTTP {status}", endpoint=endpoint.label, retryable=retryable) from None
         except (requests.Timeout, TimeoutError):
@@ -213,7 +256,7 @@ class RpcClient:
             return healthy[0]
         return min(self.endpoints, key=lambda e: e.down_until)
 
-    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any], attempts: int | None) -> Any:
+    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any]) -> Any:
         tries = 0
         while True:
             endpoint = self._pick()
@@ -240,8 +283,6 @@ class RpcClient:
                     attempt=tries,
                     code=exc.code,
                 )
-                if attempts is not None and tries >= attempts:
-                    raise RpcUnavailable(f"{method}: {exc} (after {tries} attempts)", endpoint=endpoint.label) from exc
                 continue
             if endpoint.failures:
                 log.info("rpc endpoint recovered", endpoint=endpoint.label, after_failures=endpoint.failures)

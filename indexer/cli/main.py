@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import click
 import orjson
@@ -16,6 +18,7 @@ from indexer.config import load_config
 from indexer.errors import ConfigError, ExitCode, IndexerError, exit_code_of
 from indexer.ops import logging_setup as logs
 from indexer.runtime import app as app_module
+from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.locks import follower_lock
 from indexer.store.status import format_status, read_status
@@ -23,38 +26,34 @@ from projections.engine import registry
 from projections.engine.rebuild import rebuild
 
 log = structlog.get_logger("cli")
+T = TypeVar("T")
 CONFIG_ENV = "RBTC_INDEXER_CONFIG"
 
 
-class _Fail(click.ClickException):
-    """One clear line on stderr and a chosen exit code."""
-
-    def __init__(self, message: str, code: int = ExitCode.ERROR):
-        super().__init__(message)
-        self.exit_code = code
-
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
-        click.echo(f"rbtc-indexer: error: {self.message}", err=True)
+def _fail(message: str, code: int = ExitCode.ERROR) -> NoReturn:
+    """One clear line on stderr, then exit with the chosen code."""
+    click.echo(f"rbtc-indexer: error: {message}", err=True)
+    raise click.exceptions.Exit(code)
 
 
 def _indexer(ctx: click.Context, stop: threading.Event | None = None) -> app_module.Indexer:
     path = ctx.obj["config_path"]
     if not path:
-        raise _Fail(f"no configuration file: pass --config PATH or set {CONFIG_ENV}", ExitCode.USAGE)
+        _fail(f"no configuration file: pass --config PATH or set {CONFIG_ENV}", ExitCode.USAGE)
     try:
         config = load_config(path)
     except ConfigError as exc:
-        raise _Fail(f"bad configuration: {exc}", exit_code_of(exc)) from None
+        _fail(f"bad configuration: {exc}", exit_code_of(exc))
     logs.configure(ctx.obj["log_format"] or config.log.format, config.log.level)
     return app_module.Indexer(config, stop=stop)
 
 
-def _guard(action):  # type: ignore[no-untyped-def]
+def _guard(action: Callable[[], T]) -> T:
     """Turn expected operational failures into one line and an exit code."""
     try:
         return action()
     except IndexerError as exc:
-        raise _Fail(str(exc), exit_code_of(exc)) from None
+        _fail(str(exc), exit_code_of(exc))
 
 
 @click.group()
@@ -92,15 +91,13 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None) -> None:
     """Follow the chain and keep the read tables current (a long-running service)."""
-    for item in only:
-        if item != "follower" and not item.startswith("projection:"):
-            raise _Fail(f"--only {item!r}: expected 'follower' or 'projection:NAME'", ExitCode.USAGE)
+    plan = _guard(lambda: RunPlan.parse(only))
     stop = threading.Event()
     indexer = _indexer(ctx, stop)
     _install_signal_handlers(stop)
     from indexer.ops.service import Service  # the service layer imports prometheus and HTTP only when running
 
-    code = _guard(lambda: Service(indexer).run(list(only) or None, to_block))
+    code = _guard(lambda: Service(indexer).run(plan, to_block))
     sys.exit(code)
 
 
@@ -145,7 +142,7 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
                 click.echo(f"the daemon reverted blocks from {from_block} and is re-ingesting them")
                 return
             time.sleep(0.2)
-    raise _Fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
+    _fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
 
 
 @main.command()
@@ -162,7 +159,7 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 
             parse_listen(listen)
         except ValueError as exc:
-            raise _Fail(str(exc), ExitCode.USAGE) from None
+            _fail(str(exc), ExitCode.USAGE)
     run_server(indexer.config, listen)
 
 

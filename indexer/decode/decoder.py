@@ -11,11 +11,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak
+from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
 
 from indexer.errors import IndexerError
+from indexer.records import DecodedLog, RawLog
 
 WordDecoder = Callable[[bytes], str | bool]
 
@@ -24,20 +26,20 @@ class UndecodableLog(IndexerError):
     """A log whose topics or data do not match the event its topic0 names."""
 
 
-def _canonical_type(param: dict) -> str:
-    kind = param["type"]
+def _canonical_type(param: dict[str, Any]) -> str:
+    kind = str(param["type"])
     if kind.startswith("tuple"):
         inner = ",".join(_canonical_type(c) for c in param.get("components", []))
         return f"({inner}){kind[5:]}"
     return kind
 
 
-def event_signature(event: dict) -> str:
+def event_signature(event: dict[str, Any]) -> str:
     """The canonical signature, e.g. `Transfer(address,address,uint256)`."""
     return f"{event['name']}({','.join(_canonical_type(p) for p in event['inputs'])})"
 
 
-def topic0_of(event: dict) -> str:
+def topic0_of(event: dict[str, Any]) -> str:
     """The keccak-256 topic of an event ABI entry, 0x-prefixed lower-case hex."""
     return "0x" + keccak(text=event_signature(event)).hex()
 
@@ -92,11 +94,11 @@ class EventSpec:
     indexed: tuple[tuple[str, str], ...]
     body: tuple[tuple[str, str], ...]
 
-    def decode(self, topics: Sequence[str], data: bytes) -> dict[str, str | bool]:
+    def decode(self, topics: Sequence[str], data: bytes) -> dict[str, Any]:
         """Decode one log; raise UndecodableLog when topics or data do not fit."""
         if len(topics) != 1 + len(self.indexed):
             raise UndecodableLog(f"{self.name}: expected {1 + len(self.indexed)} topics, got {len(topics)}")
-        args: dict[str, str | bool] = {}
+        args: dict[str, Any] = {}
         for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
             word = bytes.fromhex(topic[2:])
             decoder = _static_word_decoder(kind)
@@ -105,7 +107,7 @@ class EventSpec:
         args.update(self._decode_body(data))
         return args
 
-    def _decode_body(self, data: bytes) -> dict[str, str | bool]:
+    def _decode_body(self, data: bytes) -> dict[str, Any]:
         kinds = [k for _, k in self.body]
         if all(_static_word_decoder(k) for k in kinds):
             if len(data) != 32 * len(kinds):
@@ -162,7 +164,7 @@ class Decoded:
 
     role: str | None
     event: str | None
-    args: dict | None
+    args: dict[str, Any] | None
     error: str | None
 
 
@@ -192,3 +194,10 @@ class LogDecoder:
             return Decoded(role, spec.name, spec.decode([t.lower() for t in topics], data), None)
         except (UndecodableLog, ValueError) as exc:
             return Decoded(role, spec.name, None, str(exc))
+
+    def decode_log(self, raw: RawLog) -> DecodedLog:
+        """A new record: the raw log with its role, event and arguments, or the reason it did not decode."""
+        decoded = self.decode(raw["address"], raw["topics"], raw["data"])
+        return DecodedLog(
+            **raw, role=decoded.role, event=decoded.event, args=decoded.args, error=decoded.error
+        )

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from indexer.chain.rpc import RangeTooLarge, RpcClient, RpcError
+from indexer.records import RawLog
 
 log = structlog.get_logger("fetcher")
 
@@ -32,7 +33,7 @@ class Header:
     logs_bloom: bytes = b""
 
     @classmethod
-    def from_rpc(cls, raw: dict) -> Header:
+    def from_rpc(cls, raw: dict[str, Any]) -> Header:
         bloom = raw.get("logsBloom")
         return cls(
             int(raw["number"], 16),
@@ -50,7 +51,7 @@ class FetchedRange:
 
     from_block: int
     to_block: int
-    logs: list[dict[str, Any]]
+    logs: list[RawLog]
     headers: dict[int, Header] = field(default_factory=dict)
 
     @property
@@ -136,7 +137,7 @@ class LogFetcher:
     def _round(self, start: int, stop: int, all_headers: bool) -> FetchedRange:
         addresses = sorted(a for a, first in self.start_blocks.items() if first <= stop)
         # The last header travels in the same batch as the logs: a node without that block cannot hide logs.
-        calls: list[tuple[str, list]] = [("eth_getBlockByNumber", [hex(stop), False])]
+        calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", [hex(stop), False])]
         if addresses:
             calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(stop), "address": addresses}]))
         results = self.rpc.batch(calls)
@@ -154,7 +155,7 @@ class LogFetcher:
         self._fill_timestamps(logs, headers)
         return FetchedRange(start, stop, logs, headers)
 
-    def _header(self, number: int, raw: dict | None) -> Header:
+    def _header(self, number: int, raw: dict[str, Any] | None) -> Header:
         if raw is None:
             raise InconsistentResponse(f"node does not have block {number} yet")
         return Header.from_rpc(raw)
@@ -173,7 +174,7 @@ class LogFetcher:
             if headers[number].parent_hash != headers[number - 1].hash:
                 raise InconsistentResponse(f"headers of {start}..{stop} are not one chain (changed at {number})")
 
-    def _check_blooms(self, logs: list[dict], headers: dict[int, Header], start: int, stop: int) -> None:
+    def _check_blooms(self, logs: list[RawLog], headers: dict[int, Header], start: int, stop: int) -> None:
         emitted = {(lg["block_number"], lg["address"]) for lg in logs}
         for number in range(start, stop + 1):
             bloom = headers[number].logs_bloom
@@ -185,8 +186,10 @@ class LogFetcher:
                         f"block {number}'s logsBloom names {address}, but eth_getLogs returned none of its logs"
                     )
 
-    def _validate(self, raw_logs: list[dict], start: int, stop: int, headers: dict[int, Header]) -> list[dict]:
-        logs = []
+    def _validate(
+        self, raw_logs: list[dict[str, Any]], start: int, stop: int, headers: dict[int, Header]
+    ) -> list[RawLog]:
+        logs: list[RawLog] = []
         previous = (start - 1, -1)
         for raw in raw_logs:
             number = int(raw["blockNumber"], 16)
@@ -225,7 +228,7 @@ class LogFetcher:
             )
         return logs
 
-    def _fill_timestamps(self, logs: list[dict], headers: dict[int, Header]) -> None:
+    def _fill_timestamps(self, logs: list[RawLog], headers: dict[int, Header]) -> None:
         """Give every log its block time: from the log itself, else from headers fetched only where needed."""
         missing = sorted({lg["block_number"] for lg in logs if lg["block_timestamp"] is None} - set(headers))
         headers.update(self._headers(missing))

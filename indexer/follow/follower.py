@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -18,6 +19,7 @@ from indexer.chain.rpc import RpcClient, RpcError, RpcUnavailable
 from indexer.decode.decoder import LogDecoder
 from indexer.errors import Fatal, ReorgBelowFinality
 from indexer.fetch.fetcher import FetchedRange, Header, InconsistentResponse, LogFetcher
+from indexer.records import DecodedLog
 from indexer.store import db
 from indexer.store.event_store import ConcurrentAppend, Cursor, CursorAdvance, EventStore
 from indexer.store.events import BlocksReverted, LogsIngested
@@ -210,17 +212,10 @@ class Follower:
         return self.rewind(cursor, from_block) if from_block is not None else cursor
 
     def _append_range(self, cursor: Cursor, fetched: FetchedRange, tip: ChainTip, *, window: bool) -> Cursor:
-        logs = fetched.logs
+        logs = [self.decoder.decode_log(raw) for raw in fetched.logs]
         undecodable = 0
         for entry in logs:
-            decoded = self.decoder.decode(entry["address"], entry["topics"], entry["data"])
-            entry["role"], entry["event"], entry["args"], entry["error"] = (
-                decoded.role,
-                decoded.event,
-                decoded.args,
-                decoded.error,
-            )
-            if decoded.error:
+            if entry["error"]:
                 undecodable += 1
                 self.log.warning(
                     "undecodable log kept",
@@ -228,7 +223,7 @@ class Follower:
                     block_hash=entry["block_hash"],
                     tx=entry["tx_hash"],
                     log_index=entry["log_index"],
-                    error=decoded.error,
+                    error=entry["error"],
                 )
         last = fetched.last
         events = [
@@ -282,6 +277,7 @@ class Follower:
         if cursor.indexed_hash is None or cursor.indexed_block <= cursor.finalized_block:
             return None
         probe = min(cursor.indexed_block, tip.head)
+        known: str | None
         if probe == cursor.indexed_block:
             known = cursor.indexed_hash  # the usual case at the head: no need to read the window
         else:
@@ -298,7 +294,7 @@ class Follower:
     def _revert_to_ancestor(self, cursor: Cursor, tip: ChainTip, *, reason: str) -> Cursor:
         window = self.store.window(self.chain_id)
         number = cursor.indexed_block
-        orphaned: list[list] = []
+        orphaned: list[list[Any]] = []
         ancestor: Header | None = None
         while True:
             known = window.get(number)
@@ -356,11 +352,11 @@ MAX_LOGS_PER_EVENT = 2000
 
 
 def split_by_block(
-    logs: list[dict], from_block: int, to_block: int, limit: int = MAX_LOGS_PER_EVENT
-) -> list[tuple[int, int, list[dict]]]:
+    logs: list[DecodedLog], from_block: int, to_block: int, limit: int = MAX_LOGS_PER_EVENT
+) -> list[tuple[int, int, list[DecodedLog]]]:
     """Cut a range's logs into contiguous (first, last, logs) pieces of about `limit` logs, never inside a block."""
-    pieces: list[tuple[int, int, list[dict]]] = []
-    current: list[dict] = []
+    pieces: list[tuple[int, int, list[DecodedLog]]] = []
+    current: list[DecodedLog] = []
     first = from_block
     for entry in logs:
         if len(current) >= limit and entry["block_number"] != current[-1]["block_number"]:

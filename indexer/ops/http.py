@@ -95,7 +95,7 @@ class OpsServer:
     def start(self) -> OpsServer:
         """Bind and serve in a daemon thread; raises OSError when the address cannot be bound."""
         host, port = parse_listen(self.listen)
-        server_class = _Server
+        server_class: type[_Server] = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         self._server = server_class((host, port), _Handler)

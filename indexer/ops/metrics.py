@@ -17,8 +17,9 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from indexer.follow.follower import FollowerProgress
-from indexer.runtime.app import Hooks
+from indexer.runtime.hooks import Hooks
 from indexer.store.events import BlocksReverted, LogsIngested
+from indexer.store.status import projection_component
 from projections.engine.runner import Tracking
 
 log = structlog.get_logger("metrics")
@@ -30,9 +31,7 @@ RPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 DEPTH_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 64, 128, 256)
 
 
-def component(projection: str) -> str:
-    """The component label of a projection."""
-    return f"projection:{projection}"
+component = projection_component
 
 
 class HeadTimes:

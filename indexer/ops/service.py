@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, TextIO
 
 import structlog
@@ -24,29 +24,16 @@ from indexer.ops.http import OpsServer
 from indexer.ops.metrics import Metrics
 from indexer.ops.progress import BackfillProgress, wanted
 from indexer.ops.systemd import Heartbeat, Notifier, Watchdog, watchdog_period
-from indexer.runtime.app import Hooks, Indexer
+from indexer.runtime.app import Indexer
+from indexer.runtime.hooks import Hooks
+from indexer.runtime.plan import RunPlan
 from indexer.store.status import read_status
-from projections.engine import registry
 
 log = structlog.get_logger("service")
 
 STALE_AFTER_MIN = 60.0  # seconds without any loop activity before the process counts as hung
 STATUS_EVERY = 5.0  # seconds between STATUS= updates within one phase
 EXTEND_EVERY, EXTEND_BY = 15.0, 60.0  # start-timeout extensions while a healthy backfill runs
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which components this run starts (mirrors `Indexer.run`'s reading of `only`)."""
-
-    follower: bool
-    projections: tuple[str, ...]
-
-    @classmethod
-    def of(cls, only: list[str] | None) -> Plan:
-        names = tuple(o.split(":", 1)[1] for o in only or [] if o.startswith("projection:"))
-        projections = names or (registry.NAMES if not only else ())
-        return cls(follower=not only or "follower" in only, projections=projections)
 
 
 class Service:
@@ -69,7 +56,7 @@ class Service:
         self.ready = threading.Event()
         self.http: OpsServer | None = None
         self.running = False
-        self.plan = Plan(True, ())
+        self.plan = RunPlan(True, ())
         self.to_block: int | None = None
         self._stopping = False
         self._lock = threading.Lock()
@@ -83,9 +70,9 @@ class Service:
 
     # -- run --------------------------------------------------------------------------------------------
 
-    def run(self, only: list[str] | None, to_block: int | None) -> int:
+    def run(self, plan: RunPlan | None, to_block: int | None) -> int:
         """Run the indexer until it stops; return its exit code."""
-        self.plan = Plan.of(only)
+        self.plan = plan or RunPlan.everything()
         self.to_block = to_block
         self.metrics.declare(self.plan.follower, self.plan.projections)
         if self.config.http.enabled:
@@ -117,7 +104,7 @@ class Service:
         code: int | None = None
         outcome = "stopped: interrupted"
         try:
-            code = self.indexer.run(only, to_block)
+            code = self.indexer.run(self.plan, to_block)
             outcome = f"stopped: exit code {code} ({ExitCode.describe(code)})"
             return code
         except Exception as exc:

@@ -14,9 +14,11 @@ import structlog
 from indexer.chain.rpc import RpcClient, RpcUnavailable
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
-from indexer.errors import exit_code_of
+from indexer.errors import ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
-from indexer.follow.follower import Follower, ReorgBelowFinality
+from indexer.follow.follower import Follower
+from indexer.runtime.hooks import Hooks
+from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
@@ -27,16 +29,6 @@ from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
 
-
-
-@dataclass
-class Hooks:
-    """Callbacks for observability (metrics, systemd notifications); all optional."""
-
-    on_append: Callable | None = None
-    on_batch: Callable | None = None
-    on_ready: Callable[[], None] | None = None
-    rpc_observer: Callable | None = None
 
 
 @dataclass
@@ -124,11 +116,11 @@ class Indexer:
 
     # -- run ----------------------------------------------------------------------------------------
 
-    def run(self, only: list[str] | None = None, to_block: int | None = None) -> int:
-        """Follow the chain and keep every projection current until stopped (or until `to_block` is applied)."""
-        want_follower = not only or "follower" in only
-        names = [o.split(":", 1)[1] for o in only or [] if o.startswith("projection:")]
-        projections = registry.build(names or None) if (not only or names) else []
+    def run(self, plan: RunPlan | None = None, to_block: int | None = None) -> int:
+        """Run the plan's components (default: everything) until stopped, or until `to_block` is applied."""
+        plan = plan or RunPlan.everything()
+        want_follower = plan.follower
+        projections = registry.build(list(plan.projections)) if plan.projections else []
         self.migrate()
         locks: list[AdvisoryLock] = []
         try:

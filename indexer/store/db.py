@@ -40,6 +40,17 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, looking through the wrappers the eventsourcing library adds."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN without its password, for messages and logs."""
     try:

@@ -19,6 +19,9 @@ from indexer.store import events as ev
 EVENTS_TABLE = "stored_events"
 
 
+CURSOR_MOVED = "RBI01"  # SQLSTATE raised by rbtc_advance_cursor (sql/010_cursor_guard_sqlstate.sql)
+
+
 class ConcurrentAppend(Retryable):
     """Another writer advanced the stream first; nothing was appended."""
 
@@ -73,6 +76,7 @@ class ChainRecorder(PostgresApplicationRecorder):
                     binary=True,
                 )
                 row = curs.fetchone()
+                assert row is not None  # INSERT … RETURNING yields one row
                 ids.append(row["notification_id"])
             return ids
 
@@ -219,7 +223,7 @@ class EventStore:
         except IntegrityError as exc:
             raise ConcurrentAppend(db.first_line(exc)) from None
         except Exception as exc:
-            if "cursor moved" in str(exc):
+            if db.sqlstate(exc) == CURSOR_MOVED:
                 raise ConcurrentAppend(db.first_line(exc)) from None
             raise
         return Cursor(
@@ -228,7 +232,10 @@ class EventStore:
 
     def notifications(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
         """Stored events with notification id greater than `after`, in order (ids may have gaps)."""
-        return self.recorder.select_notifications(after, limit, stop=stop, inclusive_of_start=False)
+        notifications: Sequence[Notification] = self.recorder.select_notifications(
+            after, limit, stop=stop, inclusive_of_start=False
+        )
+        return notifications
 
     def reverted_notifications_after(self, after: int, stop: int) -> list[Notification]:
         """Every BlocksReverted event with after < notification id <= stop."""

@@ -4,8 +4,7 @@ All events of one chain form one stream (one eventsourcing aggregate, id derived
 stream version gives optimistic concurrency: a second writer, or a retried append, collides on the primary
 key instead of duplicating logs. Global order is the notification id.
 
-Log dicts carry: block_number, block_hash, block_timestamp, tx_hash, tx_index, log_index, address (lower-case),
-topics, data (raw), role, event (name or None), args (decoded, ints as decimal strings, or None), error.
+Logs are `DecodedLog` records (indexer/records.py): raw fields plus role, event, args and error.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from typing import Any
 
 import orjson
 from eventsourcing.persistence import StoredEvent
+
+from indexer.records import DecodedLog
 
 _STREAM_NAMESPACE = uuid.UUID("6f1f3c1e-2a0e-4d44-9a53-3a4c8e0b7d21")
 LOGS_INGESTED = "rbtc.LogsIngested/v1"
@@ -38,12 +39,8 @@ class LogsIngested:
     to_hash: str | None
     finalized: int
     head: int
-    logs: list[dict[str, Any]]
+    logs: list[DecodedLog]
     observed_at: float = field(default_factory=time.time)
-
-    @property
-    def undecodable(self) -> int:
-        return sum(1 for log in self.logs if log.get("error"))
 
 
 @dataclass
@@ -78,4 +75,5 @@ def decode(topic: str, state: bytes) -> ChainEvent | None:
     cls = _TOPICS.get(topic)
     if cls is None:
         return None
-    return cls(**orjson.loads(state))
+    event: ChainEvent = cls(**orjson.loads(state))
+    return event

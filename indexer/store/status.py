@@ -9,6 +9,14 @@ from psycopg.rows import dict_row
 
 from indexer.store import db
 
+FOLLOWER = "follower"
+PROJECTION_PREFIX = "projection:"
+
+
+def projection_component(name: str) -> str:
+    """The `sync_status.component` (and metrics label) of a projection."""
+    return PROJECTION_PREFIX + name
+
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
@@ -32,15 +40,17 @@ def read_status(dsn: str, schema: str) -> dict[str, Any]:
         )
         cursors = [dict(r) for r in cur.fetchall()]
     for name, track in tracking.items():
-        entry = components.setdefault(f"projection:{name}", {})
+        entry = components.setdefault(projection_component(name), {})
         entry["notification_id"] = track["notification_id"]
         entry["events_behind"] = max(0, stored - track["notification_id"])
-    follower = components.get("follower", {})
+    follower = components.get(FOLLOWER, {})
     return {
         "schema": schema,
         "store": {"last_notification_id": stored, "cursors": cursors},
         "follower": follower,
-        "projections": {k.split(":", 1)[1]: v for k, v in components.items() if k.startswith("projection:")},
+        "projections": {
+            k.removeprefix(PROJECTION_PREFIX): v for k, v in components.items() if k.startswith(PROJECTION_PREFIX)
+        },
         "undecodable_logs": follower.get("undecodable_logs", 0),
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from indexer.errors import Fatal
+from indexer.errors import ConfigError
 from projections.models.balances import BalancesProjection
 from projections.models.base import Projection
 from projections.models.emergency_burns import EmergencyBurnsProjection
@@ -20,7 +20,7 @@ ALL: tuple[type[Projection], ...] = (
 NAMES = tuple(p.name for p in ALL)
 
 
-class UnknownProjection(Fatal):
+class UnknownProjection(ConfigError):
     """A projection name that is not registered."""
 
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import cast
 
 import psycopg
 import structlog
@@ -24,6 +25,7 @@ from psycopg.rows import dict_row
 from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
+from indexer.store.status import projection_component
 from projections.models.base import ZERO_ADDRESS, Log, Projection
 
 log = structlog.get_logger("projections")
@@ -241,13 +243,16 @@ class ProjectionRunner:
             if isinstance(event, ev.LogsIngested):
                 state.finalized_seen = max(state.finalized_seen, event.finalized)
                 orphaned_from = self.reverts.orphaned_from(nid)
-                logs = [
-                    lg
-                    for lg in event.logs
-                    if not lg.get("error")
-                    and (lg["role"], lg["event"]) in projection.handles
-                    and (orphaned_from is None or lg["block_number"] < orphaned_from)
-                ]
+                logs = cast(
+                    list[Log],
+                    [
+                        lg
+                        for lg in event.logs
+                        if not lg["error"]
+                        and (lg["role"], lg["event"]) in projection.handles
+                        and (orphaned_from is None or lg["block_number"] < orphaned_from)
+                    ],
+                )
                 for block, group in groupby(logs, key=lambda lg: lg["block_number"]):
                     if block <= state.finalized_seen:
                         final.extend(group)
@@ -283,10 +288,9 @@ class ProjectionRunner:
                 if event.to_block == state.indexed_block:
                     block_hash = event.to_hash
                 for lg in event.logs:
-                    if (lg["role"], lg["event"]) in projection.handles and lg.get("args"):
-                        addresses.update(
-                            v.lower() for v in lg["args"].values() if isinstance(v, str) and len(v) == 42
-                        )
+                    args = lg["args"]
+                    if (lg["role"], lg["event"]) in projection.handles and args:
+                        addresses.update(v.lower() for v in args.values() if isinstance(v, str) and len(v) == 42)
             elif isinstance(event, ev.BlocksReverted):
                 block_hash = None
                 reverted_from = event.from_block if reverted_from is None else min(reverted_from, event.from_block)
@@ -310,7 +314,7 @@ class ProjectionRunner:
             "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
             "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
             "              WHERE component = 'follower')",
-            {"c": f"projection:{name}", "b": state.indexed_block, "n": state.events_applied},
+            {"c": projection_component(name), "b": state.indexed_block, "n": state.events_applied},
         )
 
 

@@ -14,7 +14,9 @@ from typing import Any, ClassVar
 
 import psycopg
 
-Log = dict[str, Any]
+from indexer.records import HandledLog
+
+Log = HandledLog
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 

@@ -120,6 +120,6 @@ class YieldScalesProjection(Projection):
         return True
 
     @staticmethod
-    def _row(row: dict[str, Any]) -> tuple:
+    def _row(row: dict[str, Any]) -> tuple[Any, ...]:
         values = dict(row, joined_at=chain_time(row["joined_s"]), last_activity_at=chain_time(row["active_s"]))
         return tuple(values[c] for c in COLUMNS)

@@ -143,6 +143,12 @@ def test_cli_errors_are_one_clear_line(database_url, schema, chain, tmp_path):
     result = cli(nodb, "status")
     assert result.returncode == 1 and "cannot connect" in result.stderr and "secret" not in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    good = write_config(tmp_path / "good.toml", database_url, schema, node.url, deployment)
+    for args in (["run", "--only", "projection:nope"], ["run", "--only", "followers"], ["rebuild", "nope"]):
+        result = cli(good, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "nope" in result.stderr or "followers" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_unreachable_rpc_is_retried_with_backoff_and_reported(database_url, schema, chain, tmp_path):

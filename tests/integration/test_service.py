@@ -24,14 +24,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from indexer.config import Config, HttpConfig
-from indexer.errors import ExitCode
+from indexer.errors import ConfigError, ExitCode
 from indexer.follow.follower import FollowerProgress
 from indexer.ops.http import OpsServer, parse_listen
 from indexer.ops.metrics import Metrics, combine
 from indexer.ops.progress import BackfillProgress, render, wanted
-from indexer.ops.service import Plan, Service
+from indexer.ops.service import Service
 from indexer.ops.systemd import Heartbeat, Notifier, Watchdog, watchdog_period
 from indexer.runtime.app import Hooks, Indexer, RunState
+from indexer.runtime.plan import RunPlan
 from indexer.store.events import BlocksReverted, LogsIngested
 from projections.engine.runner import Tracking
 from tests.support.protocol_logs import event_log
@@ -411,9 +412,13 @@ def test_status_endpoint_serves_the_status_document(database_url, schema):
 
 
 def test_plan_mirrors_only():
-    assert Plan.of(None).follower and "balances" in Plan.of(None).projections
-    assert Plan.of(["follower"]) == Plan(True, ())
-    assert Plan.of(["projection:balances"]) == Plan(False, ("balances",))
+    assert RunPlan.parse(None).follower and "balances" in RunPlan.parse(None).projections
+    assert RunPlan.parse(["follower"]) == RunPlan(True, ())
+    assert RunPlan.parse(["projection:balances"]) == RunPlan(False, ("balances",))
+    assert RunPlan.parse(["projection:balances", "follower"]) == RunPlan(True, ("balances",))
+    for bad in (["projection:nope"], ["followers"]):
+        with pytest.raises(ConfigError, match=repr(bad[0])):
+            RunPlan.parse(bad)
 
 
 def test_parse_listen():
