@@ -113,33 +113,46 @@ def hey(url: str, seconds: float, connections: int, headers: dict[str, str] | No
 
 
 async def _client(host: str, port: int, path: str, latencies: list[float], ready: list[int]) -> None:
-    reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
-    await writer.drain()
+    """One push client: connects (again, after a refused or failed attempt, as EventSource does), counts its
+    opening state once, then records the latency of every event that answers a commit."""
     marker = b'"committedAt":'
-    got_opening = False
-    try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            if not line.startswith(b"data: "):
+    counted = False
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+            await writer.drain()
+            status = await reader.readline()
+            if b" 200 " not in status:
+                await asyncio.sleep(0.5)
                 continue
-            now = time.time()
-            if not got_opening:
-                got_opening = True
-                ready[0] += 1
-                continue
-            i = line.find(marker)
-            if i < 0:
-                continue
-            j = i + len(marker)
-            k = line.find(b",", j)
-            raw = line[j:k]
-            if raw != b"null":
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                if not line.startswith(b"data: "):
+                    continue
+                now = time.time()
+                i = line.find(marker)
+                if i < 0:
+                    continue
+                j = i + len(marker)
+                raw = line[j : line.find(b",", j)]
+                if raw == b"null":
+                    if not counted:
+                        counted = True
+                        ready[0] += 1
+                    continue
                 latencies.append((now - float(raw)) * 1000)
-    finally:
-        writer.close()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+        await asyncio.sleep(0.5)
 
 
 async def _clients_main(url: str, n: int) -> None:

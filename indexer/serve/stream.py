@@ -123,6 +123,7 @@ class StreamBroker:
         # Opening states by (address, topic), with the data version they were read at: a connect at an unchanged
         # version reuses them instead of reading again (many clients connect at once after a deploy).
         self.openings: OrderedDict[tuple[str | None, str], tuple[int, bytes]] = OrderedDict()
+        self._opening_locks: dict[tuple[str | None, tuple[str, ...]], asyncio.Lock] = {}
         self.hub = hub
         self.settings = settings
         self.queue_limit = queue_limit
@@ -277,10 +278,24 @@ class StreamBroker:
     async def opening(self, client: StreamClient, last_event_id: str | None) -> list[bytes]:
         """What a client gets on connect: every topic's state, or what changed since `last_event_id`."""
         since = parse_event_id(last_event_id)
-        if since is None and self.same_database and self.hub.connected.is_set():
-            kept = [self.openings.get((client.address, t)) for t in sorted(client.topics)]
-            if all(k is not None and k[0] == self.hub.version for k in kept):
-                return [k[1] for k in kept if k is not None]
+        if since is None and self.same_database:
+            # Many clients connecting at once for the same state wait for one read of it.
+            key = (client.address, tuple(sorted(client.topics)))
+            lock = self._opening_locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                kept = [self.openings.get((client.address, t)) for t in key[1]]
+                if self.hub.connected.is_set() and all(k is not None and k[0] == self.hub.version for k in kept):
+                    return [k[1] for k in kept if k is not None]
+                return await self._opening_state(client)
+        return await self._opening_since(client, since)
+
+    async def _opening_state(self, client: StreamClient) -> list[bytes]:
+        if len(self._opening_locks) > OPENINGS_KEPT:
+            for k in [k for k, lk in self._opening_locks.items() if not lk.locked()]:
+                del self._opening_locks[k]
+        return await self._opening_since(client, None)
+
+    async def _opening_since(self, client: StreamClient, since: int | None) -> list[bytes]:
         async with self.db.snapshot() as snap:
             if since is None:
                 fresh = await self.render(snap, client.address, client.topics)
