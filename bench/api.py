@@ -397,7 +397,7 @@ def run_api_bench(
                 out["routes"][name] = r
                 say(f"    {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['statuses']}")
         time.sleep(1.0)
-        with urllib.request.urlopen(base + routes["balances"], timeout=5) as response:
+        with urllib.request.urlopen(base + routes["balances"], timeout=30) as response:
             etag = response.headers["ETag"]
         say(f"  304 revalidation of balances: hey -z {seconds:.0f}s -c {connections} ...")
         r = hey(base + routes["balances"], seconds, connections, {"If-None-Match": etag})
