@@ -197,3 +197,23 @@ def test_the_response_cache_is_keyed_on_the_data_version(database_url):
         hits = cache.hits
         serve.client.get("/api/realtime/transactions", params={**params, "min_block": 0})
         assert cache.hits == hits
+
+
+def test_a_blue_green_rebuild_is_a_new_data_version(database_url):
+    from indexer.runtime.app import Indexer
+    from projections.engine import registry
+    from projections.engine.rebuild import rebuild
+
+    with indexed_scenario(database_url) as scenario, ServeThread(scenario.config) as serve:
+        before = serve.client.get("/api/realtime/transactions", params={"address": ALICE})
+        version = int(before.headers["x-data-version"])
+        indexer = Indexer(scenario.config)
+        rebuild(indexer.dsn, indexer.schema, indexer.store, registry.build(["transactions"]))
+        wait_for(lambda: serve.state.hub.version > version, what="the swap's notification")
+        after = serve.client.get(
+            "/api/realtime/transactions", params={"address": ALICE}, headers={"If-None-Match": before.headers["etag"]}
+        )
+        assert after.status_code == 200
+        assert int(after.headers["x-data-version"]) > version
+        assert after.json() == before.json()  # the same rows, rebuilt from the store
+        assert after.headers["x-indexed-block"] == before.headers["x-indexed-block"]
