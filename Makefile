@@ -7,7 +7,7 @@ ANVIL := .tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: all install tools contracts test demo bench lint postgres clean
+.PHONY: all install tools contracts test demo bench lint postgres browser loadgen clean
 
 all: test
 
@@ -34,13 +34,21 @@ postgres:
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
 	  echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1
 
-test: install tools postgres
+# Headless Chromium for the status page test (Debian's package).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The HTTP load generator of the API benchmark (Debian's package).
+loadgen:
+	@command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
+
+test: install tools postgres browser
 	$(VENV)/bin/pytest -q
 
 demo: install tools postgres
 	$(PY) scripts/demo.py
 
-bench: install tools postgres
+bench: install tools postgres loadgen
 	$(PY) -m bench.run
 
 # Style, types (strict on indexer/ and projections/) and the import layers of the pipeline.

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.api import run_api_bench
 from bench.baseline import run_baseline
 from bench.chain import CACHE_DIR, ChainParams, cached_chain, fingerprint, load_chain, read_model
 from bench.enrichment import enrichment_cost
@@ -40,6 +41,12 @@ TARGETS = {
     "peak_rss_mb": ("<=", 300),
     "peak_rss_mb_half_chain": ("<=", 300),
     "rss_growth_full_over_half": ("<=", 1.25),
+    "api_balances_rps": (">=", 2_000),
+    "api_balances_p99_ms": ("<=", 10),
+    "api_transactions_p99_ms": ("<=", 20),
+    "api_304_rps": (">=", 5_000),
+    "push_latency_ms_p99_1000_clients": ("<=", 50),
+    "push_latency_ms_p99_5000_clients": ("<=", 250),
 }
 
 
@@ -140,6 +147,12 @@ ROWS = [
     ("verify_wall_seconds", "verify, whole command (process start to exit), s"),
     ("baseline_logs_per_s", "baseline (web3 get_logs + row inserts), logs/s"),
     ("speedup_over_baseline", "backfill / baseline"),
+    ("api_balances_rps", "API balances, req/s at 32 connections"),
+    ("api_balances_p99_ms", "API balances p99, ms"),
+    ("api_transactions_p99_ms", "API transactions?limit=50 p99, ms"),
+    ("api_304_rps", "API 304 revalidations, req/s"),
+    ("push_latency_ms_p99_1000_clients", "push commit -> client p99, ms, 1,000 clients"),
+    ("push_latency_ms_p99_5000_clients", "push commit -> client p99, ms, 5,000 clients"),
 ]
 
 
@@ -188,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         help="chain.max_block_range for the daemon (default 2000, the project's default); "
         "initial_block_range is min(100, this)",
     )
+    parser.add_argument("--skip-api", action="store_true", help="leave out the read API benchmark (bench/api.py)")
     parser.add_argument("--regenerate", action="store_true", help="drop the cached chain and generate it again")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -333,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except (RunFailed, subprocess.SubprocessError) as exc:
                 report.fail("verify", exc)
+        if kept is not None and not args.skip_api:
+            _say("read API (serve) with the daemon following the head ...")
+            try:
+                api = run_api_bench(ws, kept, _say)
+                for metric, value in api["figures"].items():
+                    report.add(metric, value)
+                report.extra["api"] = api["detail"]
+            except RunFailed as exc:
+                report.fail("read API", exc)
     finally:
         ws.cleanup()
         node.stop()
@@ -381,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_logs_per_s": first("baseline_logs_per_s"),
         "baseline_logs": report.extra.get("baseline_logs"),
         "speedup_over_baseline": first("speedup_over_baseline"),
+        **{m: first(m) for m in report.samples if m.startswith(("api_", "push_latency_"))},
         "logs": info.logs,
         "tables_match_model": report.tables_match_model,
         "blocks": blocks,

@@ -28,6 +28,7 @@ DEFAULT_ABI_FILES = {
 }
 ENV_RPC_URL = "RBTC_INDEXER_RPC_URL"
 ENV_DATABASE_URL = "RBTC_INDEXER_DATABASE_URL"
+ENV_API_DATABASE_URL = "RBTC_INDEXER_API_DATABASE_URL"
 
 
 class _Strict(BaseModel):
@@ -114,6 +115,40 @@ class HttpConfig(_Strict):
     enabled: bool = True
 
 
+class ApiConfig(_Strict):
+    """The read API (`rbtc-indexer serve`): a separate, stateless process; any number may run."""
+
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]*):[0-9]{1,5}$")
+    database_url: str | None = Field(default=None, description="read from here (e.g. a replica); default database.url")
+    listen_database_url: str | None = Field(default=None, description="LISTEN here (the primary); default database.url")
+    pool_size: int = Field(default=4, ge=1, le=64)
+    statement_timeout_ms: int = Field(default=2000, ge=10, le=600_000)
+    min_block_wait: float = Field(default=5.0, gt=0, le=60, description="longest ?min_block= wait, seconds")
+    max_rows: int = Field(default=1000, ge=1, le=100_000, description="cap on rows of one /rest/v1 answer")
+    cors_origins: list[str] = ["*"]
+    response_cache: int = Field(default=10_000, ge=0, le=1_000_000, description="responses kept per data version")
+    access_log: bool = Field(default=True, description="one info line per request: route template, status, time")
+    rate_limit: str = Field(default="600/minute", pattern=r"^[0-9]+/(second|minute|hour)$")
+    rate_limit_enabled: bool = True
+    trust_forwarded_for: bool = Field(default=False, description="key rate limits on X-Forwarded-For (behind a proxy)")
+    stale_after: float = Field(default=120.0, gt=0, description="/readyz fails when projections are older, seconds")
+    sse_queue: int = Field(default=64, ge=1, le=10_000, description="pending events per push client before drop")
+    sse_keepalive: float = Field(default=15.0, gt=0, le=300)
+    bitcoin_addresses_table: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$", description="off-chain table"
+    )
+    yield_scales_contract: str = "0x0bAbb640c2eb4501b3d62D090A2c34871EB95df8"
+
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.rstrip("/") != origin):
+                raise ValueError(f"{origin!r} is not '*' or an origin like https://app.example.org")
+        return origins
+
+
 class LogConfig(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -136,6 +171,7 @@ class Config(_Strict):
     contracts: ContractsConfig
     database: DatabaseConfig = DatabaseConfig()
     http: HttpConfig = HttpConfig()
+    api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     indexer: IndexerConfig = IndexerConfig()
     source: str = "<memory>"
@@ -207,6 +243,8 @@ def parse_config(data: dict[str, Any], source: str, env: Mapping[str, str] | Non
     if environ.get(ENV_DATABASE_URL):
         database["url"] = environ[ENV_DATABASE_URL]
         data["database"] = database
+    if environ.get(ENV_API_DATABASE_URL):
+        data["api"] = {**dict(data.get("api") or {}), "database_url": environ[ENV_API_DATABASE_URL]}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -20,7 +20,7 @@ from web3 import Web3
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.anvil import start_anvil  # noqa: E402
+from tests.support.anvil import free_port, start_anvil  # noqa: E402
 from tests.support.scenario import Deployment, ScenarioDriver  # noqa: E402
 
 DATABASE_URL = os.environ.get("RBTC_INDEXER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -28,7 +28,7 @@ SCHEMA = "rbtc_demo"
 WORK = REPO / ".demo"
 
 
-def write_config(rpc_url: str, deployment: Deployment) -> Path:
+def write_config(rpc_url: str, deployment: Deployment, api_port: int) -> Path:
     WORK.mkdir(exist_ok=True)
     contracts = "".join(
         f'[[contracts.{role}]]\naddress = "{address}"\nstart_block = {deployment.start_block}\n\n'
@@ -38,6 +38,7 @@ def write_config(rpc_url: str, deployment: Deployment) -> Path:
     path.write_text(
         f'[chain]\nchain_id = 31337\nrpc_urls = ["{rpc_url}"]\npoll_interval = 0.1\n\n'
         f'[database]\nurl = "{DATABASE_URL}"\nschema = "{SCHEMA}"\n\n[http]\nlisten = "127.0.0.1:9108"\n\n'
+        f'[api]\nlisten = "127.0.0.1:{api_port}"\n\n'
         f'[log]\nformat = "console"\n\n{contracts}'
     )
     return path
@@ -78,17 +79,24 @@ def main() -> int:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     node = start_anvil()
     daemon = None
+    server = None
     try:
         w3 = Web3(Web3.HTTPProvider(node.url))
         print(f"anvil at {node.url}; deploying contracts")
         deployment = Deployment.deploy(w3)
         for role, address in deployment.addresses.items():
             print(f"   {role}: {address}")
-        config = write_config(node.url, deployment)
+        api_port = int(os.environ.get("DEMO_API_PORT", "0")) or free_port()
+        config = write_config(node.url, deployment, api_port)
         driver = ScenarioDriver(w3, deployment, seed=int(time.time()), users=12)
         driver.run(40)
         daemon = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "run"], cwd=REPO)
+        server = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "serve"], cwd=REPO)
         print("indexer running (metrics on http://127.0.0.1:9108/metrics); Ctrl-C stops the demo")
+        print(f"read API on http://127.0.0.1:{api_port}/ (status page), for example")
+        print(f"   http://127.0.0.1:{api_port}/api/realtime/proof-of-reserves")
+        print(f"   http://127.0.0.1:{api_port}/rest/v1/transactions?select=*&order=block_timestamp.desc&limit=5")
+        print(f"   curl -N 'http://127.0.0.1:{api_port}/api/realtime/stream?topics=indexer'")
         started = time.monotonic()
         rounds = 0
         while seconds is None or time.monotonic() - started < seconds:
@@ -106,6 +114,9 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
         if daemon is not None and daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=20)

@@ -155,6 +155,24 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
     )
 
 
+@main.command()
+@click.option("--listen", default=None, help="HOST:PORT to listen on (default: api.listen from the configuration).")
+@click.pass_context
+def serve(ctx: click.Context, listen: str | None) -> None:
+    """Serve the read API (routes, live push, PostgREST subset, status page): stateless, run any number."""
+    indexer = _indexer(ctx)
+    from indexer.serve.server import serve as run_server  # the web stack is imported only by this command
+
+    if listen is not None:
+        try:
+            from indexer.ops.http import parse_listen
+
+            parse_listen(listen)
+        except ValueError as exc:
+            _fail(str(exc), ExitCode.USAGE)
+    run_server(indexer.config, listen)
+
+
 @main.command(name="rebuild")
 @click.argument("names", nargs=-1)
 @click.pass_context

@@ -223,5 +223,14 @@ def _catch_up_and_swap(
         )
         conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident(schema)))
         db.recreate_views(conn)
+        # Readers learn of the swap as of any commit: a new data version, and any address may have changed.
+        # Caught up with the store, the tables reflect the follower's cursor, not only the last block with logs.
+        conn.execute(
+            "SELECT rbtc_publish(t.projection, coalesce((SELECT c.indexed_block FROM follower_cursor AS c "
+            "WHERE t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events) "
+            "ORDER BY c.chain_id LIMIT 1), t.indexed_block), NULL, NULL, NULL) "
+            "FROM projection_tracking AS t WHERE t.projection = ANY(%s)",
+            (names,),
+        )
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident(shadow)))
     return events_read

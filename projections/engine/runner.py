@@ -27,7 +27,7 @@ from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
 from indexer.store.status import projection_component
-from projections.models.base import Log, Projection
+from projections.models.base import ZERO_ADDRESS, Log, Projection
 
 log = structlog.get_logger("projections")
 
@@ -189,6 +189,15 @@ class ProjectionRunner:
             "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
             (chain_id, [p.name for p in self.projections]),
         )
+        # The tables reflect the cursor's block too: publish it (a new data version, nothing touched).
+        self.conn.execute(
+            "SELECT rbtc_publish(t.projection, c.indexed_block, c.indexed_hash, NULL, ARRAY[]::text[]) "
+            "FROM follower_cursor AS c CROSS JOIN projection_tracking AS t "
+            "LEFT JOIN read_versions AS v ON v.projection = t.projection "
+            "WHERE c.chain_id = %s AND t.projection = ANY(%s) AND coalesce(v.block_number, -1) < c.indexed_block "
+            "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
+            (chain_id, [p.name for p in self.projections]),
+        )
 
     def _redecoded(self, notification_id: int, event: ev.ChainEvent | None) -> ev.ChainEvent | None:
         """With a decoder: the event with every log decoded again from its raw topics and data (so a fixed
@@ -262,6 +271,7 @@ class ProjectionRunner:
             )
             if self.write_status:
                 self._write_status(projection.name, state)
+                self._publish(projection, state, todo)
         if self.on_batch:
             self.on_batch(projection.name, state, applied, latencies)
 
@@ -326,6 +336,35 @@ class ProjectionRunner:
 
     def _set_undo_block(self, block: int | None) -> None:
         self.conn.execute("SELECT set_config('rbtc.undo_block', %s, true)", ("" if block is None else str(block),))
+
+    def _publish(self, projection: Projection, state: Tracking, todo: list[tuple[int, ev.ChainEvent | None]]) -> None:
+        """Record this commit's data version and block, and notify readers (inside the commit: they see the
+        notification only once the rows are visible)."""
+        block_hash: str | None = None
+        reverted_from: int | None = None
+        addresses: set[str] = set()
+        for _, event in todo:
+            if isinstance(event, ev.LogsIngested):
+                if event.to_block == state.indexed_block:
+                    block_hash = event.to_hash
+                for lg in event.logs:
+                    args = lg["args"]
+                    if (lg["role"], lg["event"]) in projection.handles and args:
+                        addresses.update(v.lower() for v in args.values() if isinstance(v, str) and len(v) == 42)
+            elif isinstance(event, ev.BlocksReverted):
+                block_hash = None
+                reverted_from = event.from_block if reverted_from is None else min(reverted_from, event.from_block)
+        addresses.discard(ZERO_ADDRESS)
+        self.conn.execute(
+            "SELECT rbtc_publish(%s, %s, %s, %s, %s)",
+            (
+                projection.name,
+                state.indexed_block,
+                block_hash,
+                reverted_from,
+                None if reverted_from is not None else sorted(addresses),
+            ),
+        )
 
     def _write_status(self, name: str, state: Tracking) -> None:
         self.conn.execute(

@@ -3,6 +3,7 @@ start blocks and ABI paths are resolved as documented."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -253,7 +254,11 @@ def test_defaults_are_the_ones_the_readme_documents(tmp_path: Path) -> None:
         if text in ("—", "local server"):
             continue
         value = getattr(getattr(config, section), "schema_" if name == "schema" else name)
-        if isinstance(value, bool):
+        if value is None:
+            assert text == "none", key
+        elif isinstance(value, list):
+            assert json.dumps(value) == text, key
+        elif isinstance(value, bool):
             assert value is (text == "true"), key
         elif isinstance(value, (int, float)):
             assert value == float(text), key

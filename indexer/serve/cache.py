@@ -1,0 +1,54 @@
+"""Whole responses kept per request and data version: a response read at version V is served again only while
+the newest commit the LISTEN connection has heard of is still V, so a new commit — a revert included — can never
+be answered from the cache. Used only when reads and LISTEN go to the same server (against a replica the
+heard-of version may be ahead of what the replica shows). Bounded, least recently used out first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    version: int
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    media_type: str
+
+
+CacheKey = tuple[str, str, str, str, str]
+
+
+class ResponseCache:
+    def __init__(self, entries: int):
+        self.entries = entries
+        self._items: OrderedDict[CacheKey, CachedResponse] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(request: Request) -> CacheKey:
+        h = request.headers
+        return (request.method, request.url.path, request.url.query, h.get("accept", ""), h.get("prefer", ""))
+
+    def get(self, key: CacheKey, version: int) -> CachedResponse | None:
+        found = self._items.get(key)
+        if found is None or found.version != version:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: CacheKey, response: CachedResponse) -> None:
+        if self.entries <= 0:
+            return
+        self._items[key] = response
+        self._items.move_to_end(key)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
