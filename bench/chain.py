@@ -277,6 +277,10 @@ class BenchDriver(ScenarioDriver):
                 "transactionIndex": int(raw["transactionIndex"], 16),
                 "status": int(raw["status"], 16),
                 "logs": [{"logIndex": int(log["logIndex"], 16)} for log in raw["logs"]],
+                "gasUsed": int(raw["gasUsed"], 16),
+                "effectiveGasPrice": int(raw["effectiveGasPrice"], 16),
+                "from": raw["from"],
+                "to": raw["to"],
             }
             action = Action(plan.kind, plan.account.address.lower(), plan.params, tx_hash)
             action.apply_receipt(receipt, times[raw["blockHash"]])

@@ -39,6 +39,8 @@ class Workspace:
     schemas: list[str] = field(default_factory=list)
     max_block_range: int = 2000
     initial_block_range: int = 100
+    extra_chain_toml: str = ""  # more [chain] keys, e.g. 'completeness = "bloom"\n'
+    extra_indexer_toml: str = ""  # an [indexer] section's keys
 
     def new_schema(self, label: str) -> str:
         name = f"{self.prefix}_{label}"
@@ -73,9 +75,12 @@ class Workspace:
         path = self.tmp / f"{schema}.toml"
         path.write_text(
             f'[chain]\nchain_id = 31337\nrpc_urls = ["{self.rpc_url}"]\npoll_interval = {poll_interval}\n'
-            f"max_block_range = {self.max_block_range}\ninitial_block_range = {self.initial_block_range}\n\n"
+            f"max_block_range = {self.max_block_range}\ninitial_block_range = {self.initial_block_range}\n"
+            f"{self.extra_chain_toml}\n"
             f'[database]\nurl = "{self.database_url}"\nschema = "{schema}"\n\n[http]\nenabled = false\n\n'
-            f'[log]\nformat = "json"\nlevel = "info"\n\n{contracts}'
+            f'[log]\nformat = "json"\nlevel = "info"\n\n'
+            + (f"[indexer]\n{self.extra_indexer_toml}\n" if self.extra_indexer_toml else "")
+            + contracts
         )
         return path
 

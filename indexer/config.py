@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from indexer.errors import ConfigError
+from indexer.package_data import abi_dir
 
 ROLES = ("oracle_aggregator", "rbtc_synth", "fee_vault", "vault_wrbtc", "yield_scales_pool")
-ABI_DIR = Path(__file__).resolve().parent.parent / "abi"
+ABI_DIR = abi_dir()
 DEFAULT_ABI_FILES = {
     "oracle_aggregator": "OracleAggregator.json",
     "rbtc_synth": "RBTCSynth.json",
@@ -30,6 +35,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _address(value: str) -> str:
+    body = value[2:] if value.startswith("0x") else ""
+    if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+        raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte hex address")
+    return value.lower()
+
+
 class ChainConfig(_Strict):
     chain_id: int = Field(gt=0)
     rpc_urls: list[str] = Field(min_length=1)
@@ -39,6 +51,20 @@ class ChainConfig(_Strict):
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
+    completeness: Literal["receipts", "bloom"] = Field(
+        default="receipts",
+        description="second source confirming eth_getLogs answers: block receipts, or the bloom's sound check only",
+    )
+    multicall_address: str = Field(
+        default="0xcA11bde05977b3631167028862bE2a173976CA11",
+        validate_default=True,
+        description="Multicall3 for verify's batched reads",
+    )
+
+    @field_validator("multicall_address")
+    @classmethod
+    def _multicall_is_address(cls, value: str) -> str:
+        return _address(value)
 
     @field_validator("rpc_urls")
     @classmethod
@@ -57,10 +83,7 @@ class ContractConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _is_address(cls, value: str) -> str:
-        body = value[2:] if value.startswith("0x") else ""
-        if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
-            raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte hex address")
-        return value.lower()
+        return _address(value)
 
 
 class ContractsConfig(_Strict):
@@ -75,6 +98,16 @@ class DatabaseConfig(_Strict):
     url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     schema_: str = Field(default="rbtc", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
     pool_size: int = Field(default=6, ge=3)
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            # libpq's message quotes the string, password included: say only what is wrong.
+            raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+        return value
 
 
 class HttpConfig(_Strict):
@@ -124,6 +157,13 @@ class LogConfig(_Strict):
 class IndexerConfig(_Strict):
     batch_size: int = Field(default=5000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
+    ready_max_lag_blocks: int = Field(default=10, ge=0, description="/readyz: every component within this many blocks")
+    stall_timeout: float = Field(
+        default=120.0, gt=0, description="seconds without follower progress while behind before it counts as stuck"
+    )
+    receipts: bool = Field(default=True, description="store gas, sender and `to` of every tx with protocol logs")
+    verify_interval: int = Field(default=0, ge=0, description="`run` verifies every N blocks; 0 = never")
+    verify_users_per_request: int = Field(default=250, ge=1, le=5000, description="first users per state request")
 
 
 class Config(_Strict):
@@ -160,14 +200,25 @@ class Config(_Strict):
         return min(blocks) if blocks else 0
 
 
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)$")
+
+
 def redact_url(url: str) -> str:
-    """An URL safe to print: no user info, no path or query (API keys often live there)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """An URL safe to print: scheme, host and port only.
+
+    User info, path, query and fragment are dropped (API keys live in any of them); a URL whose host or port
+    does not parse prints as a placeholder, never as itself.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
         return "<invalid url>"
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    hidden = "/…" if "/" in rest.strip("/") or "?" in rest else ""
-    return f"{scheme}://{host}{hidden}"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    host = host.rsplit(":", 1)[0] if port is not None or host.endswith(":") else host
+    if not parts.scheme or not host or not _HOST.match(host):
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def _location(loc: tuple[object, ...]) -> str:

@@ -22,7 +22,7 @@ from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
 from indexer.config import redact_url
-from indexer.errors import Retryable
+from indexer.errors import ConfigError, Retryable
 
 log = structlog.get_logger("rpc")
 
@@ -72,6 +72,10 @@ class RateLimited(RpcError):
     def __init__(self, message: str, *, endpoint: str, retry_after: float | None):
         super().__init__(message, endpoint=endpoint, retryable=True)
         self.retry_after = retry_after
+
+
+class ChainMismatch(ConfigError):
+    """An RPC endpoint serves another chain than the configuration names (a configuration error: exit 2)."""
 
 
 class RpcUnavailable(RpcError):
@@ -140,6 +144,7 @@ class Endpoint:
     provider: HTTPProvider
     failures: int = 0
     down_until: float = 0.0
+    chain_checked: bool = False
 
     @property
     def label(self) -> str:
@@ -161,6 +166,7 @@ class RpcClient:
         observer: Observer | None = None,
         stop: threading.Event | None = None,
         on_failure: Callable[[str], None] | None = None,
+        chain_id: int | None = None,
     ):
         if not urls:
             raise ValueError("at least one RPC URL is needed")
@@ -173,23 +179,38 @@ class RpcClient:
         self.stop = stop or threading.Event()
         self.last_error: str | None = None
         self.on_failure = on_failure
+        self.expected_chain_id = chain_id
 
     # -- public API -------------------------------------------------------------------------------
 
-    def call(self, method: str, params: list[Any]) -> Any:
-        """One call's result, retried with backoff and failed over until it succeeds or shutdown is requested."""
-        return self._with_retries(method, lambda ep: self._single(ep, method, params))
+    def call(self, method: str, params: list[Any], *, attempts: int | None = None) -> Any:
+        """One call's result, retried with backoff and failed over until it succeeds, `attempts` (if given) are
+        spent (RpcUnavailable), or shutdown is requested."""
+        return self._with_retries(method, lambda ep: self._single(ep, method, params), attempts)
 
-    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+    def batch(self, calls: Sequence[tuple[str, list[Any]]], *, attempts: int | None = None) -> list[Any]:
         """Results of several calls sent as one JSON-RPC batch to one endpoint (all or nothing)."""
         if not calls:
             return []
         label = calls[0][0] if len({m for m, _ in calls}) == 1 else "batch"
-        results: list[Any] = self._with_retries(label, lambda ep: self._batch(ep, calls))
+        results: list[Any] = self._with_retries(label, lambda ep: self._batch(ep, calls), attempts)
         return results
 
     def chain_id(self) -> int:
         return int(self.call("eth_chainId", []), 16)
+
+    def _check_chain(self, endpoint: Endpoint) -> None:
+        """Before an endpoint's first use: it must serve the configured chain (ChainMismatch otherwise)."""
+        if self.expected_chain_id is None or endpoint.chain_checked:
+            return
+        served = int(self._single(endpoint, "eth_chainId", []), 16)
+        if served != self.expected_chain_id:
+            raise ChainMismatch(
+                f"RPC endpoint {endpoint.label} serves chain id {served}, the configuration says "
+                f"{self.expected_chain_id}"
+            )
+        endpoint.chain_checked = True
+        log.info("rpc endpoint serves the configured chain", endpoint=endpoint.label, chain_id=served)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -256,7 +277,7 @@ class RpcClient:
             return healthy[0]
         return min(self.endpoints, key=lambda e: e.down_until)
 
-    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any]) -> Any:
+    def _with_retries(self, method: str, attempt: Callable[[Endpoint], Any], attempts: int | None = None) -> Any:
         tries = 0
         while True:
             endpoint = self._pick()
@@ -265,6 +286,7 @@ class RpcClient:
                 raise RpcUnavailable(f"{method}: shutting down", retryable=False)
             tries += 1
             try:
+                self._check_chain(endpoint)
                 result = attempt(endpoint)
             except RpcError as exc:
                 if not exc.retryable:
@@ -283,6 +305,8 @@ class RpcClient:
                     attempt=tries,
                     code=exc.code,
                 )
+                if attempts is not None and tries >= attempts:
+                    raise RpcUnavailable(f"{method}: {exc} (after {tries} attempts)", endpoint=endpoint.label) from exc
                 continue
             if endpoint.failures:
                 log.info("rpc endpoint recovered", endpoint=endpoint.label, after_failures=endpoint.failures)

@@ -1,4 +1,4 @@
-"""The `rbtc-indexer` command line: run, replay, rebuild, status, migrate."""
+"""The `rbtc-indexer` command line: run, replay, rebuild, status, verify, migrate."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ def _guard(action: Callable[[], T]) -> T:
         return action()
     except IndexerError as exc:
         _fail(str(exc), exit_code_of(exc))
+    except db.TRANSIENT_ERRORS as exc:  # an outage mid-command: one line; the command can simply be run again
+        _fail(f"database unavailable: {db.first_line(exc)}", ExitCode.ERROR)
 
 
 @click.group()
@@ -136,13 +138,21 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
         ).fetchone()[0]  # type: ignore[index]
         click.echo(f"replay request {request_id} queued for the running daemon")
         deadline = time.monotonic() + timeout
+        error = None
         while time.monotonic() < deadline:
-            done = conn.execute("SELECT done_at FROM replay_requests WHERE id = %s", (request_id,)).fetchone()
-            if done and done[0] is not None:
+            done_at, failed_at, error = conn.execute(
+                "SELECT done_at, failed_at, error FROM replay_requests WHERE id = %s", (request_id,)
+            ).fetchone()  # type: ignore[misc]
+            if done_at is not None:
                 click.echo(f"the daemon reverted blocks from {from_block} and is re-ingesting them")
                 return
+            if failed_at is not None:
+                _fail(f"the running daemon could not perform replay request {request_id}: {error}")
             time.sleep(0.2)
-    _fail(f"the running daemon did not take replay request {request_id} within {timeout:.0f}s")
+    _fail(
+        f"the running daemon did not perform replay request {request_id} within {timeout:.0f}s "
+        f"(it stays queued)" + (f"; last attempt: {error}" if error else "")
+    )
 
 
 @main.command()
@@ -167,11 +177,12 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 @click.argument("names", nargs=-1)
 @click.pass_context
 def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Rebuild projections (all, or NAMES) from the event store alone, blue/green. Needs no RPC."""
+    """Rebuild projections (all, or NAMES) from the event store alone, blue/green, decoding every stored log
+    again from its raw topics and data with the configured ABIs. Needs no RPC."""
     indexer = _indexer(ctx)
     projections = _guard(lambda: registry.build(list(names) or None))
     _guard(lambda: db.migrate(indexer.dsn, indexer.schema))
-    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections))
+    result = _guard(lambda: rebuild(indexer.dsn, indexer.schema, indexer.store, projections, decoder=indexer.decoder))
     for name in result.projections:
         click.echo(f"rebuilt {name}")
     click.echo(
@@ -190,6 +201,37 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(format_status(document))
+
+
+@main.command()
+@click.option("--block", "block", default=None, metavar="N|latest-consistent",
+              help="Compare at block N (the tables must be at it), or wait for a fresh block. Default: the block "
+              "every projection has reached.")
+@click.option("--at-indexed", is_flag=True, help="Compare at the block every projection has reached (the default).")
+@click.option("--users", multiple=True, metavar="ADDR[,ADDR...]", help="Check only these users (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--max-diffs", type=click.IntRange(min=0), default=None, help="Print at most K differences.")
+@click.option("--wait", "wait_seconds", type=float, default=60.0, show_default=True,
+              help="How long to wait for the tables to stand at a usable block.")
+@click.pass_context
+def verify(ctx: click.Context, block: str | None, at_indexed: bool, users: tuple[str, ...], as_json: bool,
+           max_diffs: int | None, wait_seconds: float) -> None:
+    """Compare the read tables with on-chain state at one block pinned by hash; exit 5 on differences."""
+    from indexer.verify import report
+    from indexer.verify.verifier import BlockChoice, Verifier, parse_users
+
+    if at_indexed and block is not None:
+        _fail("--at-indexed and --block exclude each other", ExitCode.USAGE)
+    indexer = _indexer(ctx)
+    choice, wanted = _guard(lambda: (BlockChoice.parse(block, wait_seconds), parse_users(users)))
+    _guard(indexer.migrate)
+    verifier = _guard(lambda: Verifier(indexer.config, indexer.rpc, registry.NAMES))
+    result = _guard(lambda: verifier.run(choice, wanted or None))
+    if as_json:
+        click.echo(orjson.dumps(report.as_json(result, max_diffs), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(report.as_text(result, max_diffs))
+    sys.exit(ExitCode.OK if result.equal else ExitCode.DIFFERENCES)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

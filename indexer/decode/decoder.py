@@ -180,6 +180,15 @@ class LogDecoder:
             for spec in load_event_specs(role, abi_path):
                 self._specs[(address, spec.topic0)] = spec
 
+    @property
+    def roles(self) -> dict[str, str]:
+        """Each watched address (lower-case) and its contract role."""
+        return dict(self._roles)
+
+    def topics0(self) -> set[str]:
+        """The topic0 of every event of the watched contracts."""
+        return {topic0 for _, topic0 in self._specs}
+
     def decode(self, address: str, topics: Sequence[str], data_hex: str) -> Decoded:
         """Decode one raw log; failures come back as a Decoded with `error` set."""
         address = address.lower()
@@ -199,5 +208,17 @@ class LogDecoder:
         """A new record: the raw log with its role, event and arguments, or the reason it did not decode."""
         decoded = self.decode(raw["address"], raw["topics"], raw["data"])
         return DecodedLog(
-            **raw, role=decoded.role, event=decoded.event, args=decoded.args, error=decoded.error
+            block_number=raw["block_number"],
+            block_hash=raw["block_hash"],
+            block_timestamp=raw["block_timestamp"],
+            tx_hash=raw["tx_hash"],
+            tx_index=raw["tx_index"],
+            log_index=raw["log_index"],
+            address=raw["address"],
+            topics=raw["topics"],
+            data=raw["data"],
+            role=decoded.role,
+            event=decoded.event,
+            args=decoded.args,
+            error=decoded.error,
         )

@@ -3,18 +3,25 @@
 Each round sends one JSON-RPC batch: eth_getLogs for the range plus the header of the range's last block
 (and, near the head, every header of the range). A node that does not have the last block yet cannot
 hide logs from us: the round is refused and retried. Every log is checked against the headers.
+
+A logs bloom proves only absence. A returned log whose block bloom lacks its address or topic0 comes from
+another fork or is corrupt: the round is refused. Bits that are set prove nothing (other contracts set them),
+so presence is confirmed with a second source, the block's receipts (completeness mode "receipts"): the
+receipts of every block holding returned logs must carry exactly those watched logs, and a block whose bloom
+may hold a watched address and topic0 with no returned log is confirmed or cleared by its receipts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from eth_utils.crypto import keccak
 
 from indexer.chain.rpc import RangeTooLarge, RpcClient, RpcError
+from indexer.fetch.receipts import Receipt, ReceiptFetcher
 from indexer.records import RawLog
 
 log = structlog.get_logger("fetcher")
@@ -46,13 +53,14 @@ class Header:
 
 @dataclass
 class FetchedRange:
-    """Logs of blocks from_block..to_block, each with its block timestamp, and the headers fetched (always the
-    first and the last)."""
+    """Logs of blocks from_block..to_block, each with its block timestamp, the headers fetched (always the
+    first and the last), and the receipts of the blocks holding logs (when receipts were fetched)."""
 
     from_block: int
     to_block: int
     logs: list[RawLog]
     headers: dict[int, Header] = field(default_factory=dict)
+    receipts: dict[int, list[Receipt]] = field(default_factory=dict)
 
     @property
     def last(self) -> Header:
@@ -93,13 +101,20 @@ class AdaptiveSpan:
             self._on_change(self.value)
 
 
+Completeness = Literal["receipts", "bloom"]
+
+
 class LogFetcher:
     """Fetches every log of the watched addresses in a block range, validated against block headers.
 
-    With `verify_blooms`, every header of the range is fetched (in sub-batches of `header_batch`) and each
-    block whose logsBloom names a watched address must come with logs of that address: a node that answers
-    eth_getLogs with an empty or cut list is caught and the round is retried. Without it, only the range's
-    last header (completeness) and the headers of blocks whose logs lack `blockTimestamp` are fetched.
+    Completeness "receipts": every header of the range is fetched (in sub-batches of `header_batch`), and
+    receipts confirm the blocks holding returned logs and clear the blocks whose bloom only *may* hold a
+    watched log; a node that answers eth_getLogs with an empty or cut list is caught and the round retried.
+    Completeness "bloom": only the range's first and last headers and those of blocks with logs are fetched,
+    and only the sound direction is checked (a returned log must be in its block's bloom).
+    With `fetch_receipts`, the receipts of blocks holding logs are fetched in either mode (gas, sender, `to`).
+    `watched_topics` (topic0s of the watched events) narrows which bloom "maybe" needs receipts; without it,
+    a watched address alone does.
     """
 
     def __init__(
@@ -108,23 +123,30 @@ class LogFetcher:
         start_blocks: dict[str, int],
         span: AdaptiveSpan,
         *,
-        verify_blooms: bool = True,
+        completeness: Completeness = "receipts",
+        fetch_receipts: bool = True,
+        watched_topics: set[str] | None = None,
         header_batch: int = 100,
+        receipts: ReceiptFetcher | None = None,
     ):
         """`start_blocks` maps each watched address (lower-case) to the first block whose logs count."""
         self.rpc = rpc
         self.start_blocks = {a.lower(): b for a, b in start_blocks.items()}
         self.span = span
-        self.verify_blooms = verify_blooms
+        self.completeness = completeness
+        self.fetch_receipts = fetch_receipts
         self.header_batch = header_batch
+        self.receipt_fetcher = receipts or ReceiptFetcher(rpc)
         self._bloom_bits = {a: bloom_bits(bytes.fromhex(a[2:])) for a in self.start_blocks}
+        self._topic_bits = [bloom_bits(bytes.fromhex(t[2:])) for t in sorted(watched_topics or ())]
+        self.receipt_checks = 0  # blocks whose receipts were compared, for metrics and tests
 
     def fetch(self, start: int, end: int, *, all_headers: bool) -> FetchedRange:
         """Logs from `start` up to at most `end` (the span may cut the range short), validated."""
         while True:
             stop = min(end, start + self.span.value - 1)
             try:
-                fetched = self._round(start, stop, all_headers or self.verify_blooms)
+                fetched = self._round(start, stop, all_headers or self.completeness == "receipts")
             except RangeTooLarge as exc:
                 if stop == start:
                     raise
@@ -150,10 +172,23 @@ class LogFetcher:
         if all_headers:
             self._check_chain(headers, start, stop)
         logs = self._validate(raw_logs, start, stop, headers)
-        if all_headers and self.verify_blooms:
-            self._check_blooms(logs, headers, start, stop)
+        self._fill_headers(logs, headers)
+        self._check_blooms_hold(logs, headers)
+        receipts: dict[int, list[Receipt]] = {}
+        with_logs = {lg["block_number"]: lg["block_hash"] for lg in logs}
+        if self.completeness == "receipts":
+            maybe = self._bloom_maybe(headers, start, stop, set(with_logs))
+            checked = self.receipt_fetcher.blocks({**{n: headers[n].hash for n in maybe}, **with_logs})
+            self._check_receipts(logs, checked)
+            receipts = checked
+        elif self.fetch_receipts and with_logs:
+            receipts = self.receipt_fetcher.blocks(with_logs)
+            self._check_receipts(logs, receipts)
+        # Keep only the receipts of transactions with watched logs (busy blocks hold many others).
+        txs = {lg["tx_hash"].lower() for lg in logs}
+        kept = {n: [r for r in receipts[n] if r.tx_hash in txs] for n in with_logs if n in receipts}
         self._fill_timestamps(logs, headers)
-        return FetchedRange(start, stop, logs, headers)
+        return FetchedRange(start, stop, logs, headers, kept)
 
     def _header(self, number: int, raw: dict[str, Any] | None) -> Header:
         if raw is None:
@@ -174,17 +209,72 @@ class LogFetcher:
             if headers[number].parent_hash != headers[number - 1].hash:
                 raise InconsistentResponse(f"headers of {start}..{stop} are not one chain (changed at {number})")
 
-    def _check_blooms(self, logs: list[RawLog], headers: dict[int, Header], start: int, stop: int) -> None:
-        emitted = {(lg["block_number"], lg["address"]) for lg in logs}
-        for number in range(start, stop + 1):
-            bloom = headers[number].logs_bloom
+    def _check_blooms_hold(self, logs: list[RawLog], headers: dict[int, Header]) -> None:
+        """The sound direction: a returned log whose block bloom lacks its address or topic0 is a lie."""
+        for lg in logs:
+            bloom = headers[lg["block_number"]].logs_bloom
             if not bloom:
                 continue
-            for address, bits in self._bloom_bits.items():
-                if self.start_blocks[address] <= number and (number, address) not in emitted and bloom_has(bloom, bits):
-                    raise InconsistentResponse(
-                        f"block {number}'s logsBloom names {address}, but eth_getLogs returned none of its logs"
-                    )
+            topic0 = lg["topics"][0] if lg["topics"] else None
+            if not bloom_has(bloom, self._bloom_bits[lg["address"]]) or (
+                topic0 is not None and not bloom_has(bloom, bloom_bits(bytes.fromhex(topic0[2:])))
+            ):
+                raise InconsistentResponse(
+                    f"log {lg['log_index']} of block {lg['block_number']} is not in its block's logsBloom "
+                    "(another fork, or a corrupt answer)"
+                )
+
+    def _bloom_maybe(self, headers: dict[int, Header], start: int, stop: int, with_logs: set[int]) -> list[int]:
+        """Blocks without returned logs whose bloom may hold a watched log (watched address and topic0 bits)."""
+        maybe = []
+        for number in range(start, stop + 1):
+            if number in with_logs:
+                continue
+            bloom = headers[number].logs_bloom
+            if not bloom:
+                maybe.append(number)  # no bloom to rule the block out: only its receipts can
+                continue
+            if not any(
+                first <= number and bloom_has(bloom, self._bloom_bits[address])
+                for address, first in self.start_blocks.items()
+            ):
+                continue
+            if self._topic_bits and not any(bloom_has(bloom, bits) for bits in self._topic_bits):
+                continue
+            maybe.append(number)
+        return maybe
+
+    def _check_receipts(self, logs: list[RawLog], receipts: dict[int, list[Receipt]]) -> None:
+        """The receipts of each block must carry exactly the watched logs eth_getLogs returned for it."""
+        returned: dict[int, set[tuple[Any, ...]]] = {n: set() for n in receipts}
+        for lg in logs:
+            returned.setdefault(lg["block_number"], set()).add(
+                (lg["log_index"], lg["address"], tuple(t.lower() for t in lg["topics"]), lg["data"].lower(),
+                 lg["tx_hash"].lower())
+            )
+        for number, block_receipts in receipts.items():
+            self.receipt_checks += 1
+            watched = {
+                (rl.log_index, rl.address, rl.topics, rl.data, rl.tx_hash)
+                for receipt in block_receipts
+                for rl in receipt.logs
+                if self.start_blocks.get(rl.address, number + 1) <= number
+            }
+            if watched != returned.get(number, set()):
+                missing = len(watched - returned.get(number, set()))
+                extra = len(returned.get(number, set()) - watched)
+                raise InconsistentResponse(
+                    f"eth_getLogs and the receipts of block {number} disagree: {missing} watched log(s) missing "
+                    f"from eth_getLogs, {extra} not in the receipts"
+                )
+
+    def _fill_headers(self, logs: list[RawLog], headers: dict[int, Header]) -> None:
+        """Headers of the blocks holding logs (their blooms and hashes are checked), fetched if not yet here."""
+        missing = sorted({lg["block_number"] for lg in logs} - set(headers))
+        headers.update(self._headers(missing))
+        for lg in logs:
+            if headers[lg["block_number"]].hash != lg["block_hash"]:
+                raise InconsistentResponse(f"block {lg['block_number']} changed while fetching its logs")
 
     def _validate(
         self, raw_logs: list[dict[str, Any]], start: int, stop: int, headers: dict[int, Header]
@@ -228,17 +318,12 @@ class LogFetcher:
             )
         return logs
 
-    def _fill_timestamps(self, logs: list[RawLog], headers: dict[int, Header]) -> None:
-        """Give every log its block time: from the log itself, else from headers fetched only where needed."""
-        missing = sorted({lg["block_number"] for lg in logs if lg["block_timestamp"] is None} - set(headers))
-        headers.update(self._headers(missing))
+    @staticmethod
+    def _fill_timestamps(logs: list[RawLog], headers: dict[int, Header]) -> None:
+        """Give every log its block time: from the log itself, else from its block's header."""
         for lg in logs:
-            header = headers.get(lg["block_number"])
-            if header is not None:
-                if header.hash != lg["block_hash"]:
-                    raise InconsistentResponse(f"block {header.number} changed while fetching its logs")
-                if lg["block_timestamp"] is None:
-                    lg["block_timestamp"] = header.timestamp
+            if lg["block_timestamp"] is None:
+                lg["block_timestamp"] = headers[lg["block_number"]].timestamp
 
 
 def bloom_bits(value: bytes) -> tuple[int, int, int]:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from indexer.chain.rpc import RpcClient, RpcError, RpcUnavailable
+from indexer.chain.rpc import ChainMismatch, RpcClient, RpcError, RpcUnavailable
 from indexer.decode.decoder import LogDecoder
-from indexer.errors import Fatal, ReorgBelowFinality
+from indexer.errors import ReorgBelowFinality
 from indexer.fetch.fetcher import FetchedRange, Header, InconsistentResponse, LogFetcher
-from indexer.records import DecodedLog
+from indexer.follow.enrichment import Enricher
+from indexer.records import DecodedLog, Observation
 from indexer.store import db
 from indexer.store.event_store import ConcurrentAppend, Cursor, CursorAdvance, EventStore
 from indexer.store.events import BlocksReverted, LogsIngested
@@ -27,8 +28,42 @@ from indexer.store.events import BlocksReverted, LogsIngested
 log = structlog.get_logger("follower")
 
 
-class ChainMismatch(Fatal):
-    """The RPC endpoint serves a different chain than the configuration names."""
+__all__ = ["ChainMismatch", "ChainTip", "Follower", "FollowerProgress", "RewindRequest", "RewindRequests"]
+
+NO_FINALIZED_TAG_AFTER = 5  # consecutive null answers for 'finalized' before the node counts as lacking it
+
+
+@dataclass(frozen=True)
+class RewindRequest:
+    """A queued `replay --from-block` for the running follower."""
+
+    id: int
+    from_block: int
+
+
+# Failures after which a queued replay request stays queued and is tried again.
+RETRYABLE_REWIND_ERRORS: tuple[type[BaseException], ...] = (
+    RpcError,
+    InconsistentResponse,
+    ConcurrentAppend,
+    *db.TRANSIENT_ERRORS,
+)
+
+
+class RewindRequests(Protocol):
+    """Where deliberate rewinds come from, and where their outcome goes."""
+
+    def next(self) -> RewindRequest | None:
+        """The oldest request not done yet (it stays pending until `done` or `failed`)."""
+
+    def done(self, request: RewindRequest) -> None:
+        """The rewind needed nothing (the store ends before its block); a stored rewind marks itself done."""
+
+    def attempt_failed(self, request: RewindRequest, error: str) -> None:
+        """A transient failure: the request stays pending and is tried again; the error is shown to the waiter."""
+
+    def failed(self, request: RewindRequest, error: str) -> None:
+        """The request cannot be performed; the waiting command reports the error."""
 
 
 @dataclass
@@ -70,7 +105,8 @@ class Follower:
         poll_interval: float = 0.5,
         stop: threading.Event | None = None,
         on_append: Callable[[FollowerProgress, LogsIngested | BlocksReverted], None] | None = None,
-        take_rewind_request: Callable[[], int | None] | None = None,
+        rewind_requests: RewindRequests | None = None,
+        enricher: Enricher | None = None,
     ):
         self.chain_id = chain_id
         self.rpc = rpc
@@ -83,15 +119,20 @@ class Follower:
         self.poll_interval = poll_interval
         self.stop = stop or threading.Event()
         self.on_append = on_append
-        self.take_rewind_request = take_rewind_request
+        self.rewind_requests = rewind_requests
+        self.enricher = enricher
         self.progress = FollowerProgress()
         self.log = log.bind(chain=chain_id)
-        self._finalized_tag_works = use_finalized_tag
+        self._finalized = -1  # never moves backwards within the process (nor below the stored cursor's)
+        self._finalized_nulls = 0  # consecutive answers without a finalized block
+        self._tag_answered = False  # the node has named a finalized block at least once
+        self._no_tag_decided = False
 
     # -- public -----------------------------------------------------------------------------------
 
     def check_chain(self) -> None:
-        """Refuse to start against an endpoint of another chain."""
+        """Refuse to start against an endpoint of another chain (the client checks every other endpoint
+        before its first use, too)."""
         served = self.rpc.chain_id()
         if served != self.chain_id:
             raise ChainMismatch(f"RPC serves chain id {served}, configuration says {self.chain_id}")
@@ -115,6 +156,8 @@ class Follower:
                 continue
             except ConcurrentAppend as exc:
                 self.log.warning("stream moved under the follower, reloading cursor", error=str(exc))
+                if self.enricher is not None:
+                    self.enricher.reset()
                 cursor = self._reload_cursor()
                 continue
             except db.TRANSIENT_ERRORS as exc:
@@ -133,6 +176,7 @@ class Follower:
         while True:
             try:
                 cursor = self.store.cursor(self.chain_id, self.start_block)
+                self._finalized = max(self._finalized, cursor.finalized_block)
                 self._publish_cursor(cursor)
                 return cursor
             except db.TRANSIENT_ERRORS as exc:
@@ -163,25 +207,55 @@ class Follower:
         return self._append_range(cursor, fetched, tip, window=not backfill), True
 
     def tip(self) -> ChainTip:
-        """The node's head and finalized block (or head − confirmations when it has no 'finalized' tag)."""
-        if self._finalized_tag_works:
-            try:
-                head_raw, final_raw = self.rpc.batch(
-                    [("eth_blockNumber", []), ("eth_getBlockByNumber", ["finalized", False])]
-                )
-                if final_raw is not None:
-                    head = int(head_raw, 16)
-                    return ChainTip(head, min(head, int(final_raw["number"], 16)))
-            except RpcError as exc:
-                if exc.retryable:
-                    raise
-            self.log.warning("node has no 'finalized' block tag; using confirmation depth", depth=self.confirmations)
-            self._finalized_tag_works = False
-        head = int(self.rpc.call("eth_blockNumber", []), 16)
-        return ChainTip(head, max(-1, head - self.confirmations))
+        """The node's head and finalized block.
 
-    def rewind(self, cursor: Cursor, from_block: int) -> Cursor:
-        """A deliberate replay: revert blocks >= from_block and re-ingest from there."""
+        Finality never moves backwards and never follows a single odd answer: a null (or refused) answer for
+        the 'finalized' tag keeps the last finalized block; only after NO_FINALIZED_TAG_AFTER such answers in a
+        row from a node that never named one does the follower use head - confirmations instead, and it keeps
+        asking, so a node that starts answering is followed again (still never backwards)."""
+        if not self.use_finalized_tag:
+            head = int(self.rpc.call("eth_blockNumber", []), 16)
+            return self._tip(head, head - self.confirmations)
+        head_raw, final_raw = self._ask_finalized()
+        head = int(head_raw, 16)
+        if isinstance(final_raw, dict) and final_raw.get("number"):
+            self._finalized_nulls = 0
+            if self._no_tag_decided:
+                self.log.info("node answers the 'finalized' block tag again; following it")
+            self._tag_answered, self._no_tag_decided = True, False
+            return self._tip(head, min(head, int(final_raw["number"], 16)))
+        self._finalized_nulls += 1
+        if not self._tag_answered and self._finalized_nulls >= NO_FINALIZED_TAG_AFTER:
+            if not self._no_tag_decided:
+                self.log.warning(
+                    "node has no 'finalized' block tag; using confirmation depth",
+                    depth=self.confirmations,
+                    answers=self._finalized_nulls,
+                )
+                self._no_tag_decided = True
+            return self._tip(head, head - self.confirmations)
+        self.log.info("no finalized block in this answer; keeping the last one", finalized=self._finalized)
+        return self._tip(head, self._finalized)
+
+    def _ask_finalized(self) -> tuple[str, object]:
+        """(head, finalized block or None) in one batch; a refused 'finalized' tag counts as no answer."""
+        try:
+            head_raw, final_raw = self.rpc.batch(
+                [("eth_blockNumber", []), ("eth_getBlockByNumber", ["finalized", False])]
+            )
+            return head_raw, final_raw
+        except RpcError as exc:
+            if exc.retryable:
+                raise
+        return self.rpc.call("eth_blockNumber", []), None
+
+    def _tip(self, head: int, finalized: int) -> ChainTip:
+        self._finalized = max(self._finalized, min(head, finalized))
+        return ChainTip(head, min(head, self._finalized))
+
+    def rewind(self, cursor: Cursor, from_block: int, request_id: int | None = None) -> Cursor:
+        """A deliberate replay: revert blocks >= from_block and re-ingest from there. With `request_id`, the
+        replay request is marked done in the same transaction that stores the revert."""
         from_block = max(from_block, self.start_block)
         if from_block > cursor.indexed_block:
             return cursor
@@ -197,8 +271,18 @@ class Follower:
             reason="replay",
             orphaned=[[n, h] for n, (h, _) in sorted(window.items()) if n >= from_block],
         )
-        advance = CursorAdvance(0, 0, from_block - 1, parent_hash, cursor.finalized_block, drop_blocks_from=from_block)
+        advance = CursorAdvance(
+            0,
+            0,
+            from_block - 1,
+            parent_hash,
+            cursor.finalized_block,
+            drop_blocks_from=from_block,
+            replay_request=request_id,
+        )
         cursor = self.store.append(cursor, [event], advance)
+        if self.enricher is not None:
+            self.enricher.reset()
         self.log.warning("replay: blocks reverted for re-ingestion", from_block=from_block, to_block=event.to_block)
         self._announce(cursor, event)
         return cursor
@@ -206,10 +290,23 @@ class Follower:
     # -- internals --------------------------------------------------------------------------------
 
     def _maybe_rewind(self, cursor: Cursor) -> Cursor:
-        if self.take_rewind_request is None:
+        """Perform the oldest queued replay request; it is marked done only once its revert is stored."""
+        if self.rewind_requests is None:
             return cursor
-        from_block = self.take_rewind_request()
-        return self.rewind(cursor, from_block) if from_block is not None else cursor
+        request = self.rewind_requests.next()
+        if request is None:
+            return cursor
+        try:
+            moved = self.rewind(cursor, request.from_block, request.id)
+        except RETRYABLE_REWIND_ERRORS as exc:
+            self.rewind_requests.attempt_failed(request, f"{type(exc).__name__}: {db.first_line(exc)}")
+            raise
+        except Exception as exc:
+            self.rewind_requests.failed(request, f"{type(exc).__name__}: {db.first_line(exc)}")
+            raise
+        if moved is cursor:
+            self.rewind_requests.done(request)
+        return moved
 
     def _append_range(self, cursor: Cursor, fetched: FetchedRange, tip: ChainTip, *, window: bool) -> Cursor:
         logs = [self.decoder.decode_log(raw) for raw in fetched.logs]
@@ -225,6 +322,9 @@ class Follower:
                     log_index=entry["log_index"],
                     error=entry["error"],
                 )
+        observations: list[Observation] = []
+        if self.enricher is not None:
+            logs, observations = self.enricher.enrich(fetched, logs, self.store, self.chain_id, tip.head)
         last = fetched.last
         events = [
             LogsIngested(
@@ -235,9 +335,23 @@ class Follower:
                 finalized=tip.finalized,
                 head=tip.head,
                 logs=chunk,
+                observations=[o for o in observations if first <= o["block_number"] <= last_block],
             )
             for first, last_block, chunk in split_by_block(logs, fetched.from_block, fetched.to_block)
         ]
+        if observations and not events:
+            events = [
+                LogsIngested(
+                    chain_id=self.chain_id,
+                    from_block=fetched.from_block,
+                    to_block=fetched.to_block,
+                    to_hash=last.hash,
+                    finalized=tip.finalized,
+                    head=tip.head,
+                    logs=[],
+                    observations=observations,
+                )
+            ]
         # Near the head every header joins the window; after a backfill range, its last block does, so a reorg
         # right above the finalized block still finds its common ancestor.
         headers = fetched.headers.values() if window else [last]
@@ -252,6 +366,7 @@ class Follower:
             head=tip.head,
             logs=len(logs),
             undecodable=undecodable,
+            indexed_timestamp=last.timestamp,
         )
         cursor = self.store.append(cursor, events, advance)
         self.log.info(
@@ -326,6 +441,8 @@ class Follower:
             0, 0, ancestor.number, ancestor.hash, cursor.finalized_block, drop_blocks_from=ancestor.number + 1
         )
         cursor = self.store.append(cursor, [event], advance)
+        if self.enricher is not None:
+            self.enricher.reset()
         self.progress.reorgs += 1
         self.log.warning(
             "reorg: blocks reverted",

@@ -1,8 +1,10 @@
 """The operational HTTP endpoints: /metrics, /healthz, /readyz, /status (stdlib server in a daemon thread).
 
 - `/metrics`: Prometheus text exposition of the process' registry.
-- `/healthz`: 200 while the process' main loops are alive (the service's heartbeat is fresh), else 503.
-- `/readyz`: 200 once the indexer has caught up with the head, 503 before (and while shutting down).
+- `/healthz`: 200 while the process' main loops are alive (the service's heartbeat is fresh) and the follower is
+  not stuck behind the head (`indexer.stall_timeout`), else 503.
+- `/readyz`: 200 while every component is within `indexer.ready_max_lag_blocks` of the head (after the first
+  catch-up), 503 otherwise: before, when it falls behind, when the follower is stuck, and while shutting down.
 - `/status`: JSON — the `rbtc-indexer status --json` document plus a `live` section from this process.
 """
 

@@ -137,6 +137,18 @@ class Metrics:
         self.events_applied = Counter(
             f"{PREFIX}_projection_events_applied", "Logs applied to a projection's tables.", ["projection"], registry=r
         )
+        self.verify_runs = Counter(
+            f"{PREFIX}_verify_runs", "Automatic verifications by outcome (equal, differences, error).", ["outcome"],
+            registry=r,
+        )
+        self.verify_differences = Gauge(
+            f"{PREFIX}_verify_differences", "Differences the last completed verification found.", registry=r
+        )
+        self.verify_block = Gauge(f"{PREFIX}_verify_block", "Block of the last completed verification.", registry=r)
+        self.verify_users = Gauge(f"{PREFIX}_verify_users_checked", "Users the last verification checked.", registry=r)
+        self.verify_seconds = Gauge(
+            f"{PREFIX}_verify_duration_seconds", "Duration of the last completed verification.", registry=r
+        )
 
     # -- setup ----------------------------------------------------------------------------------------
 
@@ -153,6 +165,8 @@ class Metrics:
         if follower:
             for reason in ("reorg", "replay"):
                 self.reorgs.labels(reason)
+        for outcome in ("equal", "differences", "error"):
+            self.verify_runs.labels(outcome)
 
     # -- hook callbacks -------------------------------------------------------------------------------
 
@@ -196,6 +210,17 @@ class Metrics:
                 if name != FOLLOWER and indexed < block:
                     self._indexed[name] = block
             self._refresh_lag(self._clock())
+
+    def on_verify(self, result: Any, error: BaseException | None) -> None:
+        """After each automatic verification (`result` is a VerifyResult, or None when it failed)."""
+        if result is None:
+            self.verify_runs.labels("error").inc()
+            return
+        self.verify_runs.labels("equal" if result.equal else "differences").inc()
+        self.verify_differences.set(len(result.differences))
+        self.verify_block.set(result.block.number)
+        self.verify_users.set(result.users_checked)
+        self.verify_seconds.set(result.seconds)
 
     def on_rpc(self, method: str, endpoint: str, seconds: float, error_kind: str | None) -> None:
         """After each JSON-RPC HTTP request."""
@@ -257,7 +282,13 @@ class Metrics:
 
     def hooks(self, *others: Hooks) -> Hooks:
         """Hooks that move these metrics, then call the same callbacks of `others`."""
-        mine = Hooks(on_append=self.on_append, on_batch=self.on_batch, on_ready=self.on_ready, rpc_observer=self.on_rpc)
+        mine = Hooks(
+            on_append=self.on_append,
+            on_batch=self.on_batch,
+            on_ready=self.on_ready,
+            rpc_observer=self.on_rpc,
+            on_verify=self.on_verify,
+        )
         return combine(mine, *others)
 
 
@@ -292,4 +323,5 @@ def combine(*hooks: Hooks | None) -> Hooks:
         on_batch=chain("on_batch"),
         on_ready=chain("on_ready"),
         rpc_observer=chain("rpc_observer"),
+        on_verify=chain("on_verify"),
     )

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import structlog
 
 from indexer.errors import ExitCode
-from indexer.follow.follower import Follower
+from indexer.follow.follower import Follower, FollowerProgress
 from indexer.ops.http import OpsServer
 from indexer.ops.metrics import Metrics
 from indexer.ops.progress import BackfillProgress, wanted
@@ -67,6 +67,12 @@ class Service:
         self._extended_at = 0.0
         self._rate_sample: tuple[float, int] | None = None
         self._logs_rate = 0.0
+        self.max_lag = self.config.indexer.ready_max_lag_blocks
+        self.stall_timeout = self.config.indexer.stall_timeout
+        self._progress_mark: int | None = None  # the follower's indexed block when it last moved
+        self._progress_at = time.monotonic()
+        self._stalled = False
+        self._stall_lock = threading.Lock()
 
     # -- run --------------------------------------------------------------------------------------------
 
@@ -130,12 +136,49 @@ class Service:
     # -- state for the endpoints ------------------------------------------------------------------------
 
     def alive(self) -> bool:
-        """The main loops are running and showed activity recently (/healthz and the watchdog)."""
-        return self.running and self.heartbeat.fresh()
+        """The main loops are running, showed activity recently, and the follower is not stuck behind the head
+        (/healthz and the watchdog): RPC retries keep the loops busy, so activity alone proves nothing."""
+        return self.running and self.heartbeat.fresh() and not self.stalled()
 
     def is_ready(self) -> bool:
-        """Caught up with the head at least once and not shutting down (/readyz)."""
-        return self.ready.is_set() and not self._stopping
+        """Caught up now (/readyz): ready once since the start, every component within `ready_max_lag_blocks`
+        of the head, the follower not stuck, and not shutting down."""
+        return self.ready.is_set() and not self._stopping and not self.stalled() and self.within_lag()
+
+    def within_lag(self) -> bool:
+        """Every component is at most `ready_max_lag_blocks` behind the head the follower last saw."""
+        follower = self.indexer.state.follower
+        if follower is not None and follower.progress.head >= 0:
+            if follower.progress.head - follower.progress.indexed_block > self.max_lag:
+                return False
+        return all(v.get("lag_blocks", 0) <= self.max_lag for v in self.metrics.lag().values())
+
+    def stalled(self) -> bool:
+        """The follower is behind the head and has not moved for `stall_timeout` seconds."""
+        follower = self.indexer.state.follower
+        if follower is None or follower.progress.head < 0:
+            return False
+        with self._stall_lock:
+            return self._stalled_now(follower.progress)
+
+    def _stalled_now(self, p: FollowerProgress) -> bool:
+        now = time.monotonic()
+        if p.indexed_block != self._progress_mark or p.head - p.indexed_block <= self.max_lag:
+            self._progress_mark, self._progress_at = p.indexed_block, now
+        stalled = now - self._progress_at > self.stall_timeout
+        if stalled != self._stalled:
+            self._stalled = stalled
+            if stalled:
+                log.error(
+                    "follower made no progress while behind the head; reporting unhealthy",
+                    seconds=round(now - self._progress_at, 1),
+                    indexed_block=p.indexed_block,
+                    head=p.head,
+                    last_error=p.last_error,
+                )
+            else:
+                log.info("follower moves again", indexed_block=p.indexed_block, head=p.head)
+        return stalled
 
     def status_document(self) -> dict[str, Any]:
         """The `status --json` document plus this process' live view (/status)."""
@@ -204,6 +247,7 @@ class Service:
         if self._stopping:
             return
         follower = self._refresh()
+        self.metrics.ready.set(1 if self.is_ready() else 0)
         if follower is not None:
             p = follower.progress
             if progress is not None:

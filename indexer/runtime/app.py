@@ -14,21 +14,58 @@ import structlog
 from indexer.chain.rpc import RpcClient, RpcUnavailable
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
-from indexer.errors import ReorgBelowFinality, exit_code_of
+from indexer.errors import AlreadyRunning, ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
-from indexer.follow.follower import Follower
+from indexer.follow.enrichment import Enricher
+from indexer.follow.follower import Follower, RewindRequest
 from indexer.runtime.hooks import Hooks
 from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
+from indexer.verify.periodic import PeriodicVerifier
 from projections.engine import registry
-from projections.engine.rebuild import rebuild
+from projections.engine.rebuild import RebuildAbandoned, rebuild
 from projections.engine.runner import NeedsRebuild, ProjectionRunner, wait_for_events
 from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
+LOCK_CHECK_EVERY = 1.0  # seconds between checks that the advisory locks are still held
+LOCK_REGAIN_GRACE = 30.0  # seconds a lost lock may stay held elsewhere (a dying session) before the run stops
 
+
+class ReplayRequestQueue:
+    """The `replay_requests` table as the follower's source of rewinds (see RewindRequests)."""
+
+    def __init__(self, dsn: str, schema: str, chain_id: int):
+        self.dsn, self.schema, self.chain_id = dsn, schema, chain_id
+
+    def next(self) -> RewindRequest | None:
+        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
+            row = conn.execute(
+                "UPDATE replay_requests SET taken_at = coalesce(taken_at, now()) WHERE id = (SELECT id FROM "
+                "replay_requests WHERE done_at IS NULL AND failed_at IS NULL AND chain_id = %s ORDER BY id LIMIT 1) "
+                "RETURNING id, from_block",
+                (self.chain_id,),
+            ).fetchone()
+        return RewindRequest(int(row[0]), int(row[1])) if row else None
+
+    def done(self, request: RewindRequest) -> None:
+        self._set(request, "done_at = now(), error = NULL", None)
+
+    def attempt_failed(self, request: RewindRequest, error: str) -> None:
+        self._set(request, "error = %s", error)
+
+    def failed(self, request: RewindRequest, error: str) -> None:
+        self._set(request, "failed_at = now(), error = %s", error)
+
+    def _set(self, request: RewindRequest, assignments: str, error: str | None) -> None:
+        params = (error, request.id) if error is not None else (request.id,)
+        try:
+            with db.connection(self.dsn, self.schema, autocommit=True) as conn:
+                conn.execute(f"UPDATE replay_requests SET {assignments} WHERE id = %s", params)
+        except db.TRANSIENT_ERRORS as exc:  # the request stays pending and is tried again
+            log.warning("could not record a replay request's outcome", request=request.id, error=db.first_line(exc))
 
 
 @dataclass
@@ -70,6 +107,7 @@ class Indexer:
             observer=self.hooks.rpc_observer,
             stop=self.stop,
             on_failure=self._report_rpc_failure,
+            chain_id=chain.chain_id,
         )
 
     @cached_property
@@ -91,7 +129,15 @@ class Indexer:
             chain_id=chain.chain_id,
             rpc=self.rpc,
             store=self.store,
-            fetcher=LogFetcher(self.rpc, self.config.start_blocks(), span),
+            fetcher=LogFetcher(
+                self.rpc,
+                self.config.start_blocks(),
+                span,
+                completeness=chain.completeness,
+                fetch_receipts=self.config.indexer.receipts,
+                watched_topics=self.decoder.topics0(),
+            ),
+            enricher=Enricher(self.rpc, self.decoder.roles, receipts=self.config.indexer.receipts),
             decoder=self.decoder,
             start_block=self.config.start_block(),
             confirmations=chain.confirmations,
@@ -99,7 +145,7 @@ class Indexer:
             poll_interval=chain.poll_interval,
             stop=self.stop,
             on_append=self.hooks.on_append,
-            take_rewind_request=self._take_rewind_request,
+            rewind_requests=ReplayRequestQueue(self.dsn, self.schema, chain.chain_id),
         )
 
     def runner(self, conn: psycopg.Connection, projections: list[Projection]) -> ProjectionRunner:
@@ -132,12 +178,47 @@ class Indexer:
                 lock = projection_lock(self.dsn, self.schema, p.name)
                 lock.acquire_or_fail(f"projection {p.name}")
                 locks.append(lock)
-            return self._run_workers(want_follower, projections, to_block)
+            keeper_stop = threading.Event()
+            keeper = threading.Thread(target=self._keep_locks, args=(locks, keeper_stop), name="locks", daemon=True)
+            keeper.start()
+            try:
+                return self._run_workers(want_follower, projections, to_block)
+            finally:
+                keeper_stop.set()
+                keeper.join(timeout=10)
         finally:
             for lock in locks:
                 lock.release()
 
+    def _keep_locks(self, locks: list[AdvisoryLock], done: threading.Event) -> None:
+        """Every LOCK_CHECK_EVERY seconds: re-take a lock lost with its connection. One still held elsewhere
+        after LOCK_REGAIN_GRACE seconds (not just our own session dying on the server) stops the run with
+        exit 4. While the database is away nobody can write, nor take it."""
+        refused_since: dict[str, float] = {}
+        while not done.wait(LOCK_CHECK_EVERY):
+            for lock in locks:
+                try:
+                    if lock.ensure():
+                        log.warning("advisory lock was lost with its connection; re-taken", lock=lock.key)
+                    refused_since.pop(lock.key, None)
+                except AlreadyRunning as exc:
+                    first = refused_since.setdefault(lock.key, time.monotonic())
+                    if time.monotonic() - first < LOCK_REGAIN_GRACE:
+                        log.warning("advisory lock lost and held elsewhere; retrying", lock=lock.key)
+                        continue
+                    log.error("stopping: the single-writer lock was lost", error=str(exc))
+                    self.state.failure = exc
+                    self.stop.set()
+                    return
+                except db.TRANSIENT_ERRORS:
+                    continue
+
     def _run_workers(self, want_follower: bool, projections: list[Projection], to_block: int | None) -> int:
+        periodic = None  # built before any thread starts: it refuses a configuration verify cannot read
+        if self.config.indexer.verify_interval and want_follower and len(projections) == len(registry.NAMES):
+            periodic = PeriodicVerifier(
+                self.config, self.rpc, registry.NAMES, self.stop, self.state.ready, on_verify=self.hooks.on_verify
+            )
         follower_done = threading.Event()
         threads = []
         if want_follower:
@@ -155,6 +236,8 @@ class Indexer:
             threads.append(
                 self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
             )
+        if periodic is not None:
+            threads.append(self._thread("verify", periodic.run, None))
         log.info(
             "indexer running",
             schema=self.schema,
@@ -222,9 +305,13 @@ class Indexer:
                 try:
                     read = runner.run_until_caught_up()
                 except NeedsRebuild as exc:
-                    log.warning("projection needs a rebuild", projection=exc.projection, error=str(exc))
-                    target = next(p for p in projections if p.name == exc.projection)
-                    rebuild(self.dsn, self.schema, self.store, target, stop=self.stop)
+                    stale = set(runner.needing_rebuild()) | {exc.projection}
+                    targets = [p for p in projections if p.name in stale]
+                    log.warning("projections need a rebuild", projections=sorted(stale), error=str(exc))
+                    try:
+                        rebuild(self.dsn, self.schema, self.store, targets, stop=self.stop, decoder=self.decoder)
+                    except RebuildAbandoned as abandoned:
+                        log.warning("rebuild abandoned; the live tables were left as they were", error=str(abandoned))
                     continue
                 if read == 0:
                     runner.mark_caught_up(self.config.chain.chain_id)
@@ -249,15 +336,6 @@ class Indexer:
         return cursor.indexed_block >= to_block
 
     # -- replay requests ------------------------------------------------------------------------------
-
-    def _take_rewind_request(self) -> int | None:
-        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-            row = conn.execute(
-                "UPDATE replay_requests SET done_at = now() WHERE id = (SELECT id FROM replay_requests "
-                "WHERE done_at IS NULL AND chain_id = %s ORDER BY id LIMIT 1) RETURNING from_block",
-                (self.config.chain.chain_id,),
-            ).fetchone()
-        return int(row[0]) if row else None
 
     def _learned_span(self) -> int | None:
         with db.connection(self.dsn, self.schema, autocommit=True) as conn:

@@ -12,6 +12,7 @@ from typing import Protocol
 from indexer.chain.rpc import Observer as RpcObserver
 from indexer.follow.follower import FollowerProgress
 from indexer.store.events import ChainEvent
+from indexer.verify.records import VerifyResult
 from projections.engine.runner import Tracking
 
 
@@ -34,6 +35,12 @@ class ReadyHook(Protocol):
     def __call__(self) -> None: ...
 
 
+class VerifyHook(Protocol):
+    """Called after each automatic verification inside `run`: its result, or the error that stopped it."""
+
+    def __call__(self, result: VerifyResult | None, error: BaseException | None, /) -> None: ...
+
+
 @dataclass
 class Hooks:
     """Callbacks for observability; all optional."""
@@ -42,3 +49,4 @@ class Hooks:
     on_batch: BatchHook | None = None
     on_ready: ReadyHook | None = None
     rpc_observer: RpcObserver | None = None
+    on_verify: VerifyHook | None = None

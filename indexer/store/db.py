@@ -13,9 +13,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import PoolTimeout
 
-from indexer.errors import Retryable
+from indexer.errors import Fatal, Retryable
+from indexer.package_data import sql_dir
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -84,19 +84,26 @@ def connection(dsn: str, schema: str, *, autocommit: bool = False) -> Iterator[p
         conn.close()
 
 
-def migrations() -> list[tuple[int, Path]]:
-    """The numbered migration files, in order."""
+class NoMigrations(Fatal):
+    """The installation holds no migration files (a wheel built without its package data)."""
+
+
+def migrations(directory: Path | None = None) -> list[tuple[int, Path]]:
+    """The numbered migration files, in order; NoMigrations if there are none (never a silent no-op)."""
+    directory = sql_dir() if directory is None else directory
     found = []
-    for path in sorted(SQL_DIR.glob("*.sql")):
+    for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if match:
             found.append((int(match.group(1)), path))
+    if not found:
+        raise NoMigrations(f"no migration files (NNN_name.sql) in {directory}: the installation is incomplete")
     return found
 
 
 def view_files() -> list[Path]:
     """Views over the read tables; recreated after migrations and after every blue/green swap."""
-    return sorted((SQL_DIR / "views").glob("*.sql"))
+    return sorted((sql_dir() / "views").glob("*.sql"))
 
 
 def recreate_views(conn: psycopg.Connection) -> None:
@@ -106,9 +113,11 @@ def recreate_views(conn: psycopg.Connection) -> None:
         conn.execute(path.read_text())
 
 
-def migrate(dsn: str, schema: str) -> list[int]:
-    """Create the schema and apply every migration not applied yet; return the versions applied now."""
+def migrate(dsn: str, schema: str, directory: Path | None = None) -> list[int]:
+    """Create the schema and apply every migration not applied yet; return the versions applied now.
+    Raises NoMigrations, before touching the database, when the installation holds none."""
     applied_now: list[int] = []
+    pending = migrations(directory)
     with connection(dsn, schema) as conn:
         # Serialise concurrent migrators of the same schema.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rbtc-migrate:{schema}",))
@@ -118,7 +127,7 @@ def migrate(dsn: str, schema: str) -> list[int]:
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        for version, path in migrations():
+        for version, path in pending:
             if version in done:
                 continue
             conn.execute(path.read_text())

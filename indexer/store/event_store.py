@@ -4,6 +4,7 @@ and unfinalized-block window, written in the same transaction as the events they
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,8 @@ class CursorAdvance:
     head: int | None = None
     logs: int = 0
     undecodable: int = 0
+    indexed_timestamp: int | None = None  # chain time of the indexed block, for sync_status.lag_seconds
+    replay_request: int | None = None  # a queued replay request this append performs: marked done with it
 
 
 class ChainRecorder(PostgresApplicationRecorder):
@@ -111,13 +114,15 @@ class ChainRecorder(PostgresApplicationRecorder):
         # The follower's status row moves with the data it describes, so its counters survive any crash.
         curs.execute(
             f"INSERT INTO {schema}.sync_status AS s (component, chain_id, head_block, finalized_block, indexed_block,"
-            " indexed_hash, lag_blocks, events_processed, undecodable_logs, last_error, updated_at)"
+            " indexed_hash, lag_blocks, lag_seconds, events_processed, undecodable_logs, last_error, updated_at)"
             " VALUES ('follower', %(chain)s::bigint, %(head)s::bigint, %(fin)s::bigint, %(block)s::bigint, %(hash)s,"
-            " greatest(0, %(head)s::bigint - %(block)s::bigint), %(logs)s::bigint, %(bad)s::bigint, NULL, now())"
+            " greatest(0, %(head)s::bigint - %(block)s::bigint), %(lag_s)s::double precision,"
+            " %(logs)s::bigint, %(bad)s::bigint, NULL, now())"
             " ON CONFLICT (component) DO UPDATE SET chain_id = excluded.chain_id,"
             " head_block = coalesce(excluded.head_block, s.head_block), finalized_block = excluded.finalized_block,"
             " indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash,"
             " lag_blocks = greatest(0, coalesce(excluded.head_block, s.head_block) - excluded.indexed_block),"
+            " lag_seconds = coalesce(excluded.lag_seconds, s.lag_seconds),"
             " events_processed = s.events_processed + excluded.events_processed,"
             " undecodable_logs = s.undecodable_logs + excluded.undecodable_logs, last_error = NULL, updated_at = now()",
             {
@@ -128,8 +133,14 @@ class ChainRecorder(PostgresApplicationRecorder):
                 "hash": advance.indexed_hash,
                 "logs": advance.logs,
                 "bad": advance.undecodable,
+                "lag_s": _lag_seconds(advance),
             },
         )
+        if advance.replay_request is not None:
+            curs.execute(
+                f"UPDATE {schema}.replay_requests SET done_at = now(), failed_at = NULL, error = NULL WHERE id = %s",
+                (advance.replay_request,),
+            )
         # Fails the whole transaction unless the cursor is still where this writer last saw it.
         curs.execute(
             f"SELECT {schema}.rbtc_advance_cursor(%s, %s, %s, %s, %s, %s)",
@@ -142,6 +153,16 @@ class ChainRecorder(PostgresApplicationRecorder):
                 advance.finalized_block,
             ),
         )
+
+
+def _lag_seconds(advance: CursorAdvance) -> float | None:
+    """Seconds the indexed block's chain time is behind the wall clock while the head is further on (0 at
+    the head); None when unknown (a revert names no timestamp)."""
+    if advance.head is not None and advance.indexed_block >= advance.head:
+        return 0.0
+    if advance.indexed_timestamp is None:
+        return None
+    return max(0.0, time.time() - advance.indexed_timestamp)
 
 
 def datastore_for(dsn: str, schema: str, pool_size: int = 4) -> PostgresDatastore:

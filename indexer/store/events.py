@@ -4,7 +4,10 @@ All events of one chain form one stream (one eventsourcing aggregate, id derived
 stream version gives optimistic concurrency: a second writer, or a retried append, collides on the primary
 key instead of duplicating logs. Global order is the notification id.
 
-Logs are `DecodedLog` records (indexer/records.py): raw fields plus role, event, args and error.
+Logs are `DecodedLog` records (indexer/records.py): raw fields plus role, event, args and error, and `tx`
+(from, to, to_role, gas_used, gas_price, status of the transaction's receipt) when receipts are fetched.
+Observations (facts no log carries: decoded calldata, eth_call reads) have the same shape plus `source`,
+and belong to the LogsIngested of the block they describe, so a revert of that block reverts them too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import StoredEvent
 
-from indexer.records import DecodedLog
+from indexer.records import DecodedLog, Observation
 
 _STREAM_NAMESPACE = uuid.UUID("6f1f3c1e-2a0e-4d44-9a53-3a4c8e0b7d21")
 LOGS_INGESTED = "rbtc.LogsIngested/v1"
@@ -41,6 +44,7 @@ class LogsIngested:
     head: int
     logs: list[DecodedLog]
     observed_at: float = field(default_factory=time.time)
+    observations: list[Observation] = field(default_factory=list)
 
 
 @dataclass

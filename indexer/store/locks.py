@@ -18,6 +18,8 @@ class AdvisoryLock:
     def try_acquire(self) -> bool:
         """Take the lock if free; False if another session holds it."""
         conn = db.connect(self.dsn, self.schema, autocommit=True)
+        # Operators (and tests) find the lock holder in pg_stat_activity by this name.
+        conn.execute("SELECT set_config('application_name', %s, false)", (f"rbtc-indexer lock {self.key}"[:63],))
         row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.key,)).fetchone()
         if row and row[0]:
             self._conn = conn
@@ -29,6 +31,28 @@ class AdvisoryLock:
         """Take the lock or raise AlreadyRunning naming what holds it."""
         if not self.try_acquire():
             raise AlreadyRunning(f"another rbtc-indexer process already runs the {what} on schema {self.schema}")
+
+    def ensure(self) -> bool:
+        """Check the lock is still held; re-take it when its connection was lost (a database outage ends the
+        session and its locks). True when it was re-taken now. Raises AlreadyRunning when another process took
+        it meanwhile, DatabaseUnavailable while the database is away."""
+        if self._conn is not None:
+            try:
+                self._conn.execute("SELECT 1")
+                return False
+            except psycopg.Error:
+                self._conn.close()
+                self._conn = None
+        if not self.try_acquire():
+            raise AlreadyRunning(
+                f"lost the lock {self.key!r} with its database connection, and another process took it meanwhile"
+            )
+        return True
+
+    @property
+    def held(self) -> bool:
+        """Held as far as this process knows (its connection has not been found broken)."""
+        return self._conn is not None
 
     def release(self) -> None:
         if self._conn is not None:

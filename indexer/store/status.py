@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from indexer.store import db
+from indexer.store import db, verify_runs
 
 FOLLOWER = "follower"
 PROJECTION_PREFIX = "projection:"
@@ -39,6 +39,7 @@ def read_status(dsn: str, schema: str) -> dict[str, Any]:
             "FROM follower_cursor ORDER BY chain_id"
         )
         cursors = [dict(r) for r in cur.fetchall()]
+        last_verify = verify_runs.latest(conn)
     for name, track in tracking.items():
         entry = components.setdefault(projection_component(name), {})
         entry["notification_id"] = track["notification_id"]
@@ -52,6 +53,7 @@ def read_status(dsn: str, schema: str) -> dict[str, Any]:
             k.removeprefix(PROJECTION_PREFIX): v for k, v in components.items() if k.startswith(PROJECTION_PREFIX)
         },
         "undecodable_logs": follower.get("undecodable_logs", 0),
+        "verify": {**components.get(verify_runs.COMPONENT, {}), "last_run": last_verify},
     }
 
 
@@ -70,5 +72,13 @@ def format_status(status: dict[str, Any]) -> str:
             f"projection {name}: indexed {p.get('indexed_block')} lag {p.get('lag_blocks')} blocks, "
             f"{p.get('events_processed', 0)} logs applied, {p.get('events_behind', 0)} stored events behind"
             + (f", last error: {p['last_error']}" if p.get("last_error") else "")
+        )
+    verify = status.get("verify") or {}
+    run = verify.get("last_run")
+    if run:
+        lines.append(
+            f"verify: last run {run['outcome']} at block {run['block_number']} ({run['differences']} differences, "
+            f"{run['users_checked']} users, {run['duration_seconds']:.2f}s, {run['finished_at']})"
+            + (f", last error: {verify['last_error']}" if verify.get("last_error") else "")
         )
     return "\n".join(lines)

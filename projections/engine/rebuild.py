@@ -16,10 +16,11 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from indexer.errors import Fatal
+from indexer.decode.decoder import LogDecoder
+from indexer.errors import Fatal, IndexerError
 from indexer.store import db
 from indexer.store.event_store import EventStore
-from projections.engine.runner import ProjectionRunner
+from projections.engine.runner import NeedsRebuild, ProjectionRunner
 from projections.models.base import Projection
 
 log = structlog.get_logger("rebuild")
@@ -27,6 +28,17 @@ log = structlog.get_logger("rebuild")
 
 class RebuildInProgress(Fatal):
     """Another rebuild of the same projection holds its lock."""
+
+
+class RebuildAbandoned(IndexerError):
+    """A stop was requested before the shadow tables were complete: they were dropped, nothing was swapped."""
+
+
+class RebuildFailed(Fatal):
+    """Reverts kept arriving below the undo window faster than the rebuild could finish."""
+
+
+MAX_PASSES = 3  # a revert below the window that arrives mid-rebuild restarts the pass, at most this often
 
 
 @dataclass
@@ -53,9 +65,14 @@ def rebuild(
     *,
     page_size: int = 5,
     stop: threading.Event | None = None,
+    decoder: LogDecoder | None = None,
 ) -> RebuildResult:
     """Rebuild projections blue/green in one pass over the store (each stored event is read and decoded
-    once for all of them); raise RebuildInProgress if another rebuild of any of them is running."""
+    once for all of them); raise RebuildInProgress if another rebuild of any of them is running.
+
+    The live tables are replaced only by complete shadow tables: when `stop` is set before the swap commits,
+    the shadow schema is dropped, the live tables stay as they were, and RebuildAbandoned is raised.
+    With `decoder`, every stored log is decoded again from its raw topics and data with the current ABIs."""
     chosen = projections if isinstance(projections, list) else [projections]
     names = [p.name for p in chosen]
     started = time.monotonic()
@@ -69,7 +86,32 @@ def rebuild(
                 if not row or not row[0]:
                     raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
                 taken.append(name)
-            _create_shadow(dsn, schema, shadow, chosen)
+            events_read = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop, decoder)
+        finally:
+            for name in taken:
+                lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, name),))
+    result = RebuildResult(names, events_read, time.monotonic() - started)
+    log.info(
+        "projections rebuilt and swapped in", projections=names, events=events_read, seconds=round(result.seconds, 3)
+    )
+    return result
+
+
+def _build_and_swap(
+    dsn: str,
+    schema: str,
+    shadow: str,
+    store: EventStore,
+    chosen: list[Projection],
+    page_size: int,
+    stop: threading.Event | None,
+    decoder: LogDecoder | None,
+) -> int:
+    """Build the shadow tables and swap them in; retry from scratch when a revert below the window arrives."""
+    stop = stop or threading.Event()
+    for attempt in range(1, MAX_PASSES + 1):
+        _create_shadow(dsn, schema, shadow, chosen)
+        try:
             with db.connection(dsn, shadow, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
@@ -83,17 +125,30 @@ def rebuild(
                     page_size=page_size,
                     write_status=False,
                     stop=stop,
+                    decoder=decoder,
                 )
                 events_read = runner.run_until_caught_up()
-                events_read += _catch_up_and_swap(conn, runner, schema, shadow, chosen)
-        finally:
-            for name in taken:
-                lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, name),))
-    result = RebuildResult(names, events_read, time.monotonic() - started)
-    log.info(
-        "projections rebuilt and swapped in", projections=names, events=events_read, seconds=round(result.seconds, 3)
-    )
-    return result
+                if stop.is_set():
+                    raise RebuildAbandoned("stop requested during the rebuild; the shadow tables were dropped")
+                return events_read + _catch_up_and_swap(conn, runner, schema, shadow, chosen, stop)
+        except NeedsRebuild as exc:
+            log.warning("a revert reached below the rebuild's window; starting over", attempt=attempt, error=str(exc))
+            _drop_shadow(dsn, schema, shadow)
+        except BaseException:
+            _drop_shadow(dsn, schema, shadow)
+            raise
+    raise RebuildFailed(f"rebuild of {', '.join(p.name for p in chosen)} restarted {MAX_PASSES} times; giving up")
+
+
+def _drop_shadow(dsn: str, schema: str, shadow: str) -> None:
+    """Remove an abandoned shadow schema and its journal entries (best effort: the next rebuild does it too)."""
+    try:
+        with db.connection(dsn, schema) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
+            conn.execute("DELETE FROM undo_journal WHERE table_schema = %s", (shadow,))
+            conn.commit()
+    except db.TRANSIENT_ERRORS as exc:
+        log.warning("could not drop the abandoned shadow schema", shadow=shadow, error=db.first_line(exc))
 
 
 def _create_shadow(dsn: str, schema: str, shadow: str, projections: list[Projection]) -> None:
@@ -114,7 +169,12 @@ def _create_shadow(dsn: str, schema: str, shadow: str, projections: list[Project
 
 
 def _catch_up_and_swap(
-    conn: psycopg.Connection, runner: ProjectionRunner, schema: str, shadow: str, projections: list[Projection]
+    conn: psycopg.Connection,
+    runner: ProjectionRunner,
+    schema: str,
+    shadow: str,
+    projections: list[Projection],
+    stop: threading.Event,
 ) -> int:
     """Under the live tracking rows' locks: apply what is left, then swap tables, journal and positions."""
     ident = sql.Identifier
@@ -134,6 +194,8 @@ def _catch_up_and_swap(
             (names,),
         )
         events_read = runner.run_until_caught_up()
+        if stop.is_set():  # the pass may have ended early: roll back rather than swap a partial table
+            raise RebuildAbandoned("stop requested during the rebuild's catch-up; nothing was swapped")
         conn.execute("SELECT set_config('rbtc.undo_block', '', true)")
         for view in db.view_files():
             conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(ident(schema), ident(view.stem)))
@@ -154,7 +216,7 @@ def _catch_up_and_swap(
             sql.SQL(
                 "UPDATE {live}.projection_tracking AS l SET notification_id = s.notification_id, "
                 "finalized_seen = s.finalized_seen, indexed_block = s.indexed_block, "
-                "events_applied = s.events_applied, updated_at = now() "
+                "events_applied = s.events_applied, applied_block = s.applied_block, updated_at = now() "
                 "FROM {shadow}.projection_tracking AS s WHERE l.projection = s.projection AND l.projection = ANY(%s)"
             ).format(live=ident(schema), shadow=ident(shadow)),
             (names,),

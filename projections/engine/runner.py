@@ -13,7 +13,7 @@ import bisect
 import select
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import cast
 
@@ -22,6 +22,7 @@ import structlog
 from psycopg import pq
 from psycopg.rows import dict_row
 
+from indexer.decode.decoder import LogDecoder
 from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
@@ -34,10 +35,10 @@ log = structlog.get_logger("projections")
 class NeedsRebuild(IndexerError):
     """A revert reaches blocks this projection applied as final: only a rebuild from the store can undo it."""
 
-    def __init__(self, projection: str, from_block: int, finalized_seen: int):
+    def __init__(self, projection: str, from_block: int, final_block: int):
         super().__init__(
-            f"projection {projection}: blocks from {from_block} were reverted, but blocks up to {finalized_seen} "
-            "were applied as final; rebuilding from the store"
+            f"projection {projection}: blocks from {from_block} were reverted, but it applied blocks up to "
+            f"{final_block} as final (no undo journal left for them); rebuilding from the store"
         )
         self.projection = projection
         self.from_block = from_block
@@ -81,11 +82,23 @@ class RevertIndex:
 
 @dataclass
 class Tracking:
+    """A projection's tracking row.
+
+    `finalized_seen`: blocks at or below it are applied without (and pruned from) the undo journal.
+    `applied_block`: the highest block whose logs the projection applied and has not undone since (an upper
+    bound). A revert from block f can be undone from the journal unless f <= min(finalized_seen, applied_block).
+    """
+
     projection: str
     notification_id: int
     finalized_seen: int
     indexed_block: int
     events_applied: int
+    applied_block: int = -1
+
+    def final_block(self) -> int:
+        """The highest block whose applied logs no journal can undo any more (-1: none)."""
+        return min(self.finalized_seen, self.applied_block)
 
 
 class ProjectionRunner:
@@ -107,8 +120,10 @@ class ProjectionRunner:
         write_status: bool = True,
         stop: threading.Event | None = None,
         on_batch: Callable[[str, Tracking, int, list[float]], None] | None = None,
+        decoder: LogDecoder | None = None,
     ):
         self.store = store
+        self.decoder = decoder
         self.conn = conn
         self.projections = list(projections)
         self.journal_schema = journal_schema
@@ -128,7 +143,7 @@ class ProjectionRunner:
         """Each projection's tracking row."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied "
+                "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, applied_block "
                 "FROM projection_tracking WHERE projection = ANY(%s)",
                 ([p.name for p in self.projections],),
             )
@@ -142,7 +157,7 @@ class ProjectionRunner:
         if not page:
             return 0
         self.reverts.refresh(page[-1].id)
-        decoded = [(n.id, ev.decode(n.topic, n.state)) for n in page]
+        decoded = [(n.id, self._redecoded(n.id, ev.decode(n.topic, n.state))) for n in page]
         for projection in self.projections:
             self._apply_page(projection, decoded)
         return len(page)
@@ -165,11 +180,12 @@ class ProjectionRunner:
         self.conn.execute(
             "UPDATE sync_status AS s SET indexed_block = c.indexed_block, "
             "lag_blocks = greatest(0, c_status.head_block - c.indexed_block), "
-            "updated_at = now() "
+            "lag_seconds = c_status.lag_seconds, updated_at = now() "
             "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
             "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
             "AND s.component = 'projection:' || t.projection "
-            "AND s.indexed_block < c.indexed_block "  # runs on every idle poll: write only what moves
+            # runs on every idle poll: write only what moves
+            "AND (s.indexed_block < c.indexed_block OR s.lag_seconds IS DISTINCT FROM c_status.lag_seconds) "
             "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
             (chain_id, [p.name for p in self.projections]),
         )
@@ -183,14 +199,46 @@ class ProjectionRunner:
             (chain_id, [p.name for p in self.projections]),
         )
 
+    def _redecoded(self, notification_id: int, event: ev.ChainEvent | None) -> ev.ChainEvent | None:
+        """With a decoder: the event with every log decoded again from its raw topics and data (so a fixed
+        ABI takes effect on a rebuild), except logs a later revert orphaned (never applied); without one, the
+        event as stored."""
+        if self.decoder is None or not isinstance(event, ev.LogsIngested):
+            return event
+        orphaned_from = self.reverts.orphaned_from(notification_id)
+        logs = []
+        for lg in event.logs:
+            if orphaned_from is not None and lg["block_number"] >= orphaned_from:
+                logs.append(lg)
+                continue
+            d = self.decoder.decode(lg["address"], lg["topics"], lg["data"])
+            logs.append({**lg, "role": d.role, "event": d.event, "args": d.args, "error": d.error})
+        return replace(event, logs=logs)
+
+    def needing_rebuild(self) -> list[str]:
+        """Projections that a revert stored after their position reaches below their undo window."""
+        self.reverts.refresh(self.store.max_notification_id())
+        return [name for name, state in self.positions().items() if self._stale_revert(state) is not None]
+
+    def _stale_revert(self, state: Tracking) -> int | None:
+        """The first block of a revert stored after `state`'s position that the journal cannot undo, if any.
+
+        Logs that a later revert orphans are skipped when applied (whenever the revert is already stored), so a
+        rebuild never applies them; only logs applied before their revert was stored count against it."""
+        final = state.final_block()
+        for _, from_block in self.reverts.after(state.notification_id):
+            if from_block <= final:
+                return from_block
+        return None
+
     # -- one projection, one page, one transaction ----------------------------------------------------
 
     def _apply_page(self, projection: Projection, decoded: list[tuple[int, ev.ChainEvent | None]]) -> None:
         with self.conn.transaction():
             with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
-                    "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied "
-                    "FROM projection_tracking WHERE projection = %s FOR UPDATE",
+                    "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, "
+                    "applied_block FROM projection_tracking WHERE projection = %s FOR UPDATE",
                     (projection.name,),
                 )
                 row = cur.fetchone()
@@ -199,20 +247,21 @@ class ProjectionRunner:
             todo = [(nid, e) for nid, e in decoded if nid > state.notification_id]
             if not todo:
                 return
-            for _, from_block in self.reverts.after(state.notification_id):
-                if from_block <= state.finalized_seen:
-                    raise NeedsRebuild(projection.name, from_block, state.finalized_seen)
+            stale = self._stale_revert(state)
+            if stale is not None:
+                raise NeedsRebuild(projection.name, stale, state.final_block())
             applied, latencies = self._apply_events(projection, state, todo)
             state.notification_id = todo[-1][0]
             state.events_applied += applied
             self.conn.execute(
                 "UPDATE projection_tracking SET notification_id = %s, finalized_seen = %s, indexed_block = %s, "
-                "events_applied = %s, updated_at = now() WHERE projection = %s",
+                "events_applied = %s, applied_block = %s, updated_at = now() WHERE projection = %s",
                 (
                     state.notification_id,
                     state.finalized_seen,
                     state.indexed_block,
                     state.events_applied,
+                    state.applied_block,
                     projection.name,
                 ),
             )
@@ -253,6 +302,16 @@ class ProjectionRunner:
                         and (orphaned_from is None or lg["block_number"] < orphaned_from)
                     ],
                 )
+                if logs:
+                    state.applied_block = max(state.applied_block, max(lg["block_number"] for lg in logs))
+                observed = [
+                    cast(Log, o)
+                    for o in event.observations
+                    if (o["role"], o["event"]) in projection.handles
+                    and (orphaned_from is None or o["block_number"] < orphaned_from)
+                ]
+                if observed:  # each observation right after the log (or at the end of the block) it describes
+                    logs = sorted(logs + observed, key=lambda lg: (lg["block_number"], lg["log_index"], "source" in lg))
                 for block, group in groupby(logs, key=lambda lg: lg["block_number"]):
                     if block <= state.finalized_seen:
                         final.extend(group)
@@ -270,6 +329,7 @@ class ProjectionRunner:
                     (self.journal_schema, self.table_schema, list(projection.tables), event.from_block),
                 )
                 state.indexed_block = min(state.indexed_block, event.from_block - 1)
+                state.applied_block = min(state.applied_block, event.from_block - 1)
         flush()
         self._set_undo_block(None)
         return applied, latencies
@@ -313,7 +373,9 @@ class ProjectionRunner:
             "ON CONFLICT (component) DO UPDATE SET indexed_block = excluded.indexed_block, "
             "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
             "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
-            "              WHERE component = 'follower')",
+            "              WHERE component = 'follower'), "
+            "lag_seconds = (SELECT CASE WHEN excluded.indexed_block >= indexed_block THEN lag_seconds END "
+            "               FROM sync_status WHERE component = 'follower')",
             {"c": projection_component(name), "b": state.indexed_block, "n": state.events_applied},
         )
 

@@ -45,6 +45,29 @@ def copy_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows
             copy.write_row(row)
 
 
-def emergency_txs(logs: Sequence[Log]) -> set[str]:
-    """Transactions that carry an OracleAggregator EmergencyBurn (their Synced is the emergency one)."""
-    return {lg["tx_hash"] for lg in logs if lg["event"] == "EmergencyBurn" and lg["role"] == "oracle_aggregator"}
+def emergency_synced(logs: Sequence[Log]) -> set[tuple[str, int]]:
+    """(tx_hash, log_index) of every emergency Synced: the next Synced of the same user after that user's
+    OracleAggregator EmergencyBurn in the same transaction (reference §4.5). Other users' Synced logs in the
+    same transaction are ordinary syncs. `logs` must hold whole transactions in log order."""
+    flagged: set[tuple[str, int]] = set()
+    pending: set[tuple[str, str]] = set()  # (tx_hash, user) with an EmergencyBurn not yet matched
+    for lg in logs:
+        if lg["role"] != "oracle_aggregator" or lg.get("source"):
+            continue
+        key = (lg["tx_hash"], lg["args"]["user"])
+        if lg["event"] == "EmergencyBurn":
+            pending.add(key)
+        elif lg["event"] == "Synced" and key in pending:
+            pending.discard(key)
+            flagged.add((lg["tx_hash"], lg["log_index"]))
+    return flagged
+
+
+def tx_facts(lg: Log) -> dict[str, Any]:
+    """The receipt facts stored with a log (from, to, to_role, gas_used, gas_price), empty without receipts."""
+    return dict(lg.get("tx") or {})
+
+
+def as_int(value: Any) -> int | None:
+    """A decimal string (or None) as an int (or None)."""
+    return None if value is None else int(value)

@@ -84,6 +84,24 @@ contract OracleAggregator {
         }
     }
 
+    /// @notice Several committee calls in one transaction (an oracle behind a batcher): each call runs with
+    ///         the committee as msg.sender; any failure reverts the whole transaction.
+    function multicall(bytes[] calldata calls) external onlyCommittee {
+        for (uint256 i = 0; i < calls.length; i++) {
+            (bool ok, bytes memory reason) = address(this).delegatecall(calls[i]);
+            if (!ok) {
+                assembly {
+                    revert(add(reason, 32), mload(reason))
+                }
+            }
+        }
+    }
+
+    /// @notice Takes a fee from a user's prepaid balance without a sync (a FeeVault Spent with no Synced).
+    function collectFee(address user, uint256 amount) external onlyCommittee {
+        feeVault.spendFrom(user, amount);
+    }
+
     function executeEmergencyBurn(address user) external onlyCommittee {
         if (lastSats[user] == 0) revert ZeroValue();
         _emergencyBurn(user);

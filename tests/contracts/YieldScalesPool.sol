@@ -118,6 +118,21 @@ contract YieldScalesPool {
         _updateScales();
     }
 
+    /// @notice Ends a membership (upstream declares ParticipantLeft; this test pool emits it). The lifetime
+    ///         yieldClaimed and the dispute flag are kept; a later join starts a new membership.
+    function leave(address user) external onlyOracle {
+        Participant storage p = participants[user];
+        if (!p.exists) revert NotParticipant();
+        uint8 kind = p.participantType;
+        uint256 amount = kind == 1 ? p.virtualUSDTDeposited : p.rbtcContributed;
+        p.virtualUSDTDeposited = 0;
+        p.rbtcContributed = 0;
+        p.loyaltyTier = 0;
+        p.exists = false;
+        totalParticipants -= 1;
+        emit ParticipantLeft(user, kind, amount);
+    }
+
     function claimYield() external {
         Participant storage p = participants[msg.sender];
         if (!p.exists) revert NotParticipant();

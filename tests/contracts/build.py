@@ -11,7 +11,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SOLC_DIR = REPO / ".tools" / "node_modules" / "solc"
 BUILD_DIR = HERE / "build"
-CONTRACTS = ("FeePolicy", "FeeVault", "OracleAggregator", "RBTCSynth", "VaultWrBTC", "YieldScalesPool")
+CONTRACTS = (
+    "FeePolicy",
+    "FeeVault",
+    "Multicall3",
+    "Noise",
+    "OracleAggregator",
+    "RBTCSynth",
+    "VaultWrBTC",
+    "YieldScalesPool",
+)
 
 NODE_SCRIPT = """
 const solc = require(process.argv[1]);

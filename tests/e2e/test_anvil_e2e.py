@@ -35,6 +35,7 @@ def chain():
 def test_backfill_of_a_scenario_equals_the_model(database_url, schema, chain):
     node, w3, deployment = chain
     driver = ScenarioDriver(w3, deployment, seed=11, users=8)
+    driver.run_cases()
     driver.run(160)
     config = make_config(database_url, schema, [node.url], deployment.addresses, start_block=deployment.start_block)
     started = time.monotonic()
@@ -157,9 +158,16 @@ def test_unreachable_rpc_is_retried_with_backoff_and_reported(database_url, sche
         tmp_path / "c.toml", database_url, schema, "http://user:key@127.0.0.1:9/secretkey", deployment
     )
     proc = start_daemon(config, "run", stderr=subprocess.PIPE)
-    time.sleep(4)
+    lines: list[str] = []
+    deadline = time.monotonic() + 60  # wait for the retries themselves, not for a fixed time (a loaded machine)
+    while sum("will retry" in line for line in lines) < 3 and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
+    _, rest = proc.communicate(timeout=20)
+    err = "".join(lines) + rest
     retries = [line for line in err.splitlines() if "will retry" in line]
     assert len(retries) >= 3, err
     assert "secretkey" not in err and "user:key" not in err

@@ -31,6 +31,8 @@ FAULTS = {
     "truncated bodies": {"truncate_rate": 0.3},
     "empty getLogs": {"empty_logs_rate": 0.4},
     "getLogs from another fork": {"forked_logs_rate": 0.4},
+    "getLogs with the last logs cut": {"cut_logs_rate": 0.4, "cut_logs_style": "tail"},
+    "getLogs with a middle log cut": {"cut_logs_rate": 0.4, "cut_logs_style": "middle"},
     "range limits": {"max_range": 5},
     "lagging backend": {"lag_blocks": 6},
 }
@@ -42,6 +44,7 @@ def scenario():
     w3 = Web3(Web3.HTTPProvider(node.url))
     deployment = Deployment.deploy(w3)
     driver = ScenarioDriver(w3, deployment, seed=31, users=10)
+    driver.run_cases()
     driver.run(120)
     yield node, w3, deployment, driver
     node.stop()
@@ -68,6 +71,9 @@ def test_tables_equal_the_model_under_rpc_faults(database_url, schema, scenario,
         injected = {k: v for k, v in proxy.stats.items() if k not in ("requests", "upstream_calls") and v}
     assert injected, "no fault was injected"
     print(f"{fault}: {injected}")
+    assert_every_log_stored_once(
+        database_url, schema, w3, list(deployment.addresses.values()), deployment.start_block, head
+    )
     assert_tables_match_model(database_url, schema, driver.model.expected_tables())
 
 

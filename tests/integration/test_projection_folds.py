@@ -342,8 +342,10 @@ def expect_transactions(logs: list[HandledLog]) -> list[dict[str, Any]]:
                 "status": "confirmed",
                 "metadata": metadata,
                 "bitcoin_address": None,
-                "gas_used": None,
+                "gas_used": None,  # hand-written logs carry no receipt facts
                 "gas_price": None,
+                "tx_from": None,
+                "tx_to": None,
             }
         )
     return sorted(rows, key=lambda r: (r["tx_hash"], r["log_index"]))
@@ -398,6 +400,13 @@ def expect_oracle_operations(logs: list[HandledLog]) -> list[dict[str, Any]]:
                 "bitcoin_address": None,
                 "oracle_node": None,
                 "consensus_data": None,
+                # The frontend's names (/api/oracle/operations): a replay-stable id and chain time.
+                "id": f"{lg['tx_hash']}:{lg['log_index']}",
+                "timestamp": lg["block_timestamp"],
+                "action": operation,
+                "consensus_reached": None,
+                "sources_used": None,
+                "created_at": lg["block_timestamp"],
             }
         )
     return sorted(rows, key=lambda r: (r["tx_hash"], r["log_index"]))
@@ -458,7 +467,8 @@ def expect_participants(logs: list[HandledLog]) -> list[dict[str, Any]]:
         elif event == "BalanceDisputed":
             row["is_disputed"] = True
         elif event == "ParticipantLeft":
-            row["is_active"] = False
+            # The membership ended: nothing is contributed or deposited any more, and tenure starts again.
+            row.update(is_active=False, rbtc_contributed=0, virtual_usdt=0, loyalty_tier=0)
         elif event == "EmergencyBurnTriggered":
             if row["participant_type"] == 0:
                 row["rbtc_contributed"] = 0

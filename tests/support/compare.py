@@ -8,13 +8,23 @@ from typing import Any
 import psycopg
 from web3 import Web3
 
-from tests.support.tables import TABLE_KEYS, read_tables
+from tests.support.tables import TABLE_KEYS, read_tables, table_columns
+
+
+def assert_model_covers_every_column(database_url: str, schema: str, expected: dict[str, list[dict[str, Any]]]) -> None:
+    """The model predicts every column of every table it has rows for: none is left out of a comparison."""
+    columns = table_columns(database_url, schema)
+    for table, rows in expected.items():
+        for row in rows:
+            assert set(row) == columns[table], (
+                f"{table}: the model's columns differ from the table's: "
+                f"model only {sorted(set(row) - columns[table])}, table only {sorted(columns[table] - set(row))}"
+            )
 
 
 def tables_for_model(database_url: str, schema: str, expected: dict[str, list[dict[str, Any]]]) -> dict[str, list]:
-    """The read tables restricted to the model's columns, sorted like the model's rows."""
-    columns = {table: list(rows[0]) for table, rows in expected.items() if rows}
-    actual = read_tables(database_url, schema, columns)
+    """Every read table, every column, sorted like the model's rows."""
+    actual = read_tables(database_url, schema)
     return {table: actual[table] for table in expected}
 
 
@@ -28,6 +38,7 @@ def sorted_model(expected: dict[str, list[dict[str, Any]]]) -> dict[str, list[di
 
 def assert_tables_match_model(database_url: str, schema: str, expected: dict[str, list[dict[str, Any]]]) -> None:
     """Every table equals the model, row for row and value for value."""
+    assert_model_covers_every_column(database_url, schema, expected)
     want = sorted_model(expected)
     got = tables_for_model(database_url, schema, expected)
     for table in want:

@@ -29,9 +29,15 @@ FAULT_OPTIONS = (
     "truncate_rate",
     "empty_logs_rate",
     "forked_logs_rate",
+    "cut_logs_rate",
+    "cut_logs_style",
     "max_range",
     "lag_blocks",
     "down",
+    "null_finalized",
+    "strip_block_timestamp",
+    "refuse_methods",
+    "chain_id",
 )
 STAT_KEYS = (
     "requests",
@@ -44,11 +50,13 @@ STAT_KEYS = (
     "truncate",
     "empty_logs",
     "forked_logs",
+    "cut_logs",
     "max_range",
     "lag_rewrites",
     "upstream_error",
     "internal_error",
     "restarts",
+    "null_finalized",
 )
 _RANGE_STYLES = 3
 
@@ -90,6 +98,12 @@ def _quantity(value: Any) -> int:
     raise _CallError({"code": -32602, "message": f"invalid block number or tag: {value!r}"})
 
 
+def _without_timestamps(logs: Any) -> Any:
+    if not isinstance(logs, list):
+        return logs
+    return [{k: v for k, v in log.items() if k != "blockTimestamp"} if isinstance(log, dict) else log for log in logs]
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -108,8 +122,14 @@ class FaultProxy:
         self.truncate_rate = 0.0
         self.empty_logs_rate = 0.0
         self.forked_logs_rate = 0.0  # eth_getLogs answered from another fork: every log's blockHash differs
+        self.cut_logs_rate = 0.0  # eth_getLogs answered with some logs cut, the rest kept
+        self.cut_logs_style = "tail"  # "tail": the last 1-3 logs go; "middle": one log from the middle goes
         self.max_range: int | None = None
         self.lag_blocks = 0
+        self.null_finalized = 0  # answer this many eth_getBlockByNumber("finalized") calls with null (-1: all)
+        self.strip_block_timestamp = False  # drop `blockTimestamp` from eth_getLogs answers (older nodes)
+        self.refuse_methods: frozenset[str] = frozenset()  # answered with "invalid params" (-32602, not retryable)
+        self.chain_id: int | None = None  # answer eth_chainId with this (a node of another chain)
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -139,9 +159,14 @@ class FaultProxy:
             truncate_rate=0.0,
             empty_logs_rate=0.0,
             forked_logs_rate=0.0,
+            cut_logs_rate=0.0,
             max_range=None,
             lag_blocks=0,
             down=False,
+            null_finalized=0,
+            strip_block_timestamp=False,
+            refuse_methods=frozenset(),
+            chain_id=None,
         )
 
     @property
@@ -333,7 +358,18 @@ class FaultProxy:
             return _Plan(call, local={"error": {"code": -32600, "message": "invalid request"}})
         params = call.get("params") or []
         method = call["method"]
+        if method in self.refuse_methods:
+            return _Plan(call, local={"error": {"code": -32602, "message": f"invalid params for {method}"}})
+        if method == "eth_chainId" and self.chain_id is not None:
+            return _Plan(call, local={"result": hex(self.chain_id)})
         try:
+            if method == "eth_getBlockByNumber" and params and params[0] == "finalized" and self._take_null_finalized():
+                return _Plan(call, local={"result": None})
+            if method == "eth_getLogs" and params and isinstance(params[0], dict) and self.strip_block_timestamp:
+                plan = self._plan_get_logs(call, params[0], view)
+                inner = plan.post
+                plan.post = lambda logs: _without_timestamps(inner(logs) if inner else logs)
+                return plan
             if method == "eth_getLogs" and params and isinstance(params[0], dict):
                 return self._plan_get_logs(call, params[0], view)
             if self.lag_blocks > 0:
@@ -341,6 +377,15 @@ class FaultProxy:
         except _CallError as exc:
             return _Plan(call, local={"error": exc.error})
         return _Plan(call)
+
+    def _take_null_finalized(self) -> bool:
+        with self._lock:
+            if self.null_finalized == 0:
+                return False
+            if self.null_finalized > 0:
+                self.null_finalized -= 1
+            self.stats["null_finalized"] += 1
+            return True
 
     def _plan_lagged(self, call: dict[str, Any], method: str, params: list[Any], view: _View) -> _Plan:
         if method == "eth_blockNumber":
@@ -383,6 +428,20 @@ class FaultProxy:
                 return [{**log, "blockHash": "0x" + "f" * 64} if isinstance(log, dict) else log for log in logs]
 
             return _Plan(call, post=other_fork)
+        if self._roll(self.cut_logs_rate):
+            style = self.cut_logs_style
+            drop = self._rng.randint(1, 3)
+
+            def cut(logs: Any) -> Any:
+                if not isinstance(logs, list) or not logs:
+                    return logs
+                self._bump("cut_logs")
+                if style == "middle":
+                    middle = len(logs) // 2
+                    return logs[:middle] + logs[middle + 1 :]
+                return logs[: max(0, len(logs) - drop)]
+
+            return _Plan(call, post=cut)
         if lag <= 0:
             return _Plan(call)
         head = view.head()

@@ -10,6 +10,7 @@ from indexer.chain.rpc import RpcClient
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
+from indexer.follow.enrichment import Enricher
 from indexer.follow.follower import Follower
 from indexer.store import db
 from indexer.store.event_store import Cursor, EventStore
@@ -53,7 +54,15 @@ class Harness:
             chain_id=chain.chain_id,
             rpc=self.rpc,
             store=self.store,
-            fetcher=LogFetcher(self.rpc, self.config.start_blocks(), AdaptiveSpan(span, span)),
+            fetcher=LogFetcher(
+                self.rpc,
+                self.config.start_blocks(),
+                AdaptiveSpan(span, span),
+                completeness=chain.completeness,
+                fetch_receipts=self.config.indexer.receipts,
+                watched_topics=self.decoder.topics0(),
+            ),
+            enricher=Enricher(self.rpc, self.decoder.roles, receipts=self.config.indexer.receipts),
             decoder=self.decoder,
             start_block=self.config.start_block(),
             confirmations=chain.confirmations,

@@ -57,9 +57,17 @@ class Action:
     status: int = 0
     log_indexes: list[int] = field(default_factory=list)
     canonical: bool = True
+    gas_used: int = 0
+    gas_price: int = 0
+    tx_from: str = ""
+    tx_to: str = ""
 
     def apply_receipt(self, receipt: Any, block_timestamp: int) -> None:
-        """Copy status, position and log indexes from a receipt."""
+        """Copy status, position, log indexes, gas and both addresses from a receipt."""
+        self.gas_used = int(receipt["gasUsed"])
+        self.gas_price = int(receipt["effectiveGasPrice"])
+        self.tx_from = str(receipt["from"]).lower()
+        self.tx_to = str(receipt["to"]).lower()
         self.block_number = int(receipt["blockNumber"])
         self.block_hash = _hex(receipt["blockHash"])
         self.tx_index = int(receipt["transactionIndex"])
@@ -145,10 +153,12 @@ class Simulator:
         self.wrapper = wrapper.lower()
         self.pool_oracle = pool_oracle.lower()
         self.s = ChainState()
+        self.touched: set[str] = set()  # participants whose row the last action changed
 
     def run(self, action: Action) -> tuple[bool, list[Log]]:
         """Execute one action; return (success, logs). Reverts leave no state and no logs."""
         logs: list[Log] = []
+        self.touched = set()
         mark = self.s.begin()
         try:
             handler = getattr(self, f"_do_{call_of(action.kind)}")
@@ -156,6 +166,7 @@ class Simulator:
         except Revert:
             self.s.rollback(mark)
             self.s.commit()
+            self.touched = set()
             return False, []
         self.s.commit()
         return True, logs
@@ -222,7 +233,7 @@ class Simulator:
         self.s.put(self.s.last_sats, user, 0)
         self._burn(user, prev, logs)
         logs.append(Log("EmergencyBurn", {"user": user, "amount": prev, "reason": AGG_BURN_REASON}))
-        logs.append(Log("Synced", {"user": user, "new": 0, "delta": -prev, "fee": 0, "ts": now}))
+        logs.append(Log("Synced", {"user": user, "new": 0, "delta": -prev, "fee": 0, "ts": now, "emergency": True}))
 
     def _do_sync(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         self._only(sender, self.committee)
@@ -247,6 +258,20 @@ class Simulator:
         self._only(sender, self.committee)
         self._require(p["amount"] > 0)
         self._credit(p["user"].lower(), p["amount"], logs)
+        logs[-1].fields["prepay"] = True  # the oracle's registerAndPrepay: a DEPOSIT operation
+
+    def _do_collect_fee(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
+        self._only(sender, self.committee)
+        user, amount = p["user"].lower(), p["amount"]
+        self._require(amount > 0 and self.s.fee.get(user, 0) >= amount)
+        self.s.put(self.s.fee, user, self.s.fee[user] - amount)
+        logs.append(Log("Spent", {"user": user, "amount": amount, "by": self.aggregator}))
+
+    def _do_multicall(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
+        """Each sub-call runs as the committee would send it; any revert reverts them all."""
+        self._only(sender, self.committee)
+        for kind, params in p["calls"]:
+            getattr(self, f"_do_{call_of(kind)}")(sender, params, now, logs)
 
     # --- FeeVault
     def _do_deposit(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
@@ -300,9 +325,7 @@ class Simulator:
         logs.append(Log("WrTransfer", {"from": sender, "to": to, "amount": amount}))
 
     def _do_vault_approve(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
-        logs.append(
-            Log("Approval", {"owner": sender, "spender": p["spender"].lower(), "amount": p["amount"]})
-        )
+        logs.append(Log("Approval", {"owner": sender, "spender": p["spender"].lower(), "amount": p["amount"]}))
 
     # --- YieldScalesPool
     def _scales(self, now: int, logs: list[Log]) -> None:
@@ -316,7 +339,13 @@ class Simulator:
         logs.append(Log("YieldCalculated", {"usdt": g["total_vusdt"], "supply": supply, "rate": g["rate"]}))
 
     def _participant(self, user: str) -> dict[str, int] | None:
-        return self.s.participants.get(user)
+        """The participant if it currently exists (a membership that ended does not)."""
+        record = self.s.participants.get(user)
+        return record if record is not None and record["exists"] else None
+
+    def _record(self, user: str) -> dict[str, int]:
+        """The stored struct, also of a membership that ended (the contract keeps claimed, joined, last)."""
+        return self.s.participants.get(user) or {"claimed": 0, "joined": 0, "last": 0, "tier": 0}
 
     def _set_participant(self, user: str, **changes: int) -> None:
         current = dict(self.s.participants.get(user) or {})
@@ -329,7 +358,19 @@ class Simulator:
         self._require(self._participant(user) is None)
         bal = self.s.synth.get(user, 0)
         self._require(bal > 0)
-        self._set_participant(user, type=0, vusdt=0, contrib=bal, claimed=0, joined=now, last=now, tier=0)
+        record = self._record(user)
+        self._set_participant(
+            user,
+            type=0,
+            vusdt=record.get("vusdt", 0),
+            contrib=bal,
+            claimed=record["claimed"],
+            joined=now,
+            last=now,
+            tier=0,
+            exists=1,
+        )
+        self.touched.add(user)
         self._scales(now, logs)
         logs.append(Log("ParticipantJoined", {"user": user, "type": 0, "amount": bal}))
 
@@ -342,10 +383,20 @@ class Simulator:
             self._require(part["type"] == 1)
             self._set_participant(user, vusdt=part["vusdt"] + amount, last=now)
         else:
+            record = self._record(user)
             self._set_participant(
-                user, type=1, vusdt=amount, contrib=0, claimed=0, joined=now, last=now, tier=0
+                user,
+                type=1,
+                vusdt=amount,
+                contrib=record.get("contrib", 0),
+                claimed=record["claimed"],
+                joined=now,
+                last=now,
+                tier=record["tier"],
+                exists=1,
             )
         self.s.put(self.s.g, "total_vusdt", self.s.g["total_vusdt"] + amount)
+        self.touched.add(user)
         self._scales(now, logs)
         logs.append(Log("ParticipantJoined", {"user": user, "type": 1, "amount": amount}))
 
@@ -357,9 +408,21 @@ class Simulator:
         assert part is not None
         old = part["contrib"]
         self._set_participant(user, contrib=new, last=now, tier=_tier(now, part["joined"]))
+        self.touched.add(user)
         if new == 0 and old > 0:
             logs.append(Log("EmergencyBurnTriggered", {"user": user, "amount": old}))
         self._scales(now, logs)
+
+    def _do_leave(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
+        self._only(sender, self.pool_oracle)
+        user = p["user"].lower()
+        part = self._participant(user)
+        self._require(part is not None)
+        assert part is not None
+        amount = part["vusdt"] if part["type"] == 1 else part["contrib"]
+        self._set_participant(user, vusdt=0, contrib=0, tier=0, exists=0)
+        self.touched.add(user)
+        logs.append(Log("ParticipantLeft", {"user": user, "type": part["type"], "amount": amount}))
 
     def _do_claim(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         part = self._participant(sender)
@@ -371,15 +434,15 @@ class Simulator:
         owed = max(gross - part["claimed"], 0)
         self._require(owed > 0)
         self._set_participant(sender, claimed=part["claimed"] + owed, last=now)
+        self.touched.add(sender)
         logs.append(Log("YieldClaimed", {"user": sender, "amount": owed}))
 
     def _do_dispute(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         self._require(self._participant(sender) is not None)
         self._require(not self.s.disputed.get(sender, False))
         self.s.put(self.s.disputed, sender, True)
-        logs.append(
-            Log("BalanceDisputed", {"user": sender, "reported": p["reported"], "oracle": p["oracle"]})
-        )
+        self.touched.add(sender)
+        logs.append(Log("BalanceDisputed", {"user": sender, "reported": p["reported"], "oracle": p["oracle"]}))
 
     def _do_resolve(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         self._only(sender, self.pool_oracle)
@@ -388,12 +451,16 @@ class Simulator:
     def _do_pool_burn(self, sender: str, p: dict, now: int, logs: list[Log]) -> None:
         self._only(sender, self.pool_oracle)
         user = p["user"].lower()
+        record = self.s.participants.get(user)
+        if record is not None and record["type"] == 0:
+            self._set_participant(user, contrib=0)
         part = self._participant(user)
         if part is not None:
             changes = {"last": now}
             if part["type"] == 0:
-                changes.update(contrib=0, tier=_tier(now, part["joined"]))
+                changes.update(tier=_tier(now, part["joined"]))
             self._set_participant(user, **changes)
+            self.touched.add(user)
         logs.append(Log("EmergencyBurnTriggered", {"user": user, "amount": p["amount"]}))
 
 
@@ -407,9 +474,10 @@ class PlacedLog:
 
 
 class TableBuilder:
-    """Folds placed logs into the five read tables."""
+    """Folds placed logs, and the simulated pool state, into the five read tables (every column)."""
 
-    def __init__(self) -> None:
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses  # role -> address (lower-case)
         self.balances: dict[str, dict[str, Any]] = {}
         self.transactions: list[dict[str, Any]] = []
         self.emergency_burns: list[dict[str, Any]] = []
@@ -436,9 +504,24 @@ class TableBuilder:
         return row
 
     def _tx_row(
-        self, pl: PlacedLog, user: str, tx_type: str, amount: int, delta: int, fee: int, emergency: bool
-    ):
+        self,
+        pl: PlacedLog,
+        user: str,
+        tx_type: str,
+        amount: int,
+        delta: int,
+        fee: int,
+        emergency: bool,
+        emitter_role: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         a = pl.action
+        metadata = {
+            "event": pl.log.event,
+            "emitter": self.addresses[emitter_role],
+            "tx_index": a.tx_index,
+            **(extra or {}),
+        }
         self.transactions.append(
             {
                 "tx_hash": a.tx_hash,
@@ -452,54 +535,61 @@ class TableBuilder:
                 "fee_wei": fee,
                 "is_emergency_burn": emergency,
                 "status": "confirmed",
+                "metadata": metadata,
+                "bitcoin_address": None,
+                "gas_used": a.gas_used,
+                "gas_price": a.gas_price,
+                "tx_from": a.tx_from,
+                "tx_to": a.tx_to,
             }
         )
 
     def add_tx(self, placed: list[PlacedLog]) -> None:
         """Apply all logs of one transaction."""
-        emergency_tx = any(pl.log.event == "EmergencyBurn" for pl in placed)
         for pl in placed:
             handler = getattr(self, f"_on_{pl.log.event}", None)
             if handler is not None:
-                handler(pl, emergency_tx)
+                handler(pl)
 
-    def _on_RBTCTransfer(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_RBTCTransfer(self, pl: PlacedLog) -> None:
         f, block = pl.log.fields, pl.action.block_number
         if f["from"] != ZERO:
             self._balance(f["from"], block)["rbtc_balance"] -= f["amount"]
         if f["to"] != ZERO:
             self._balance(f["to"], block)["rbtc_balance"] += f["amount"]
 
-    def _on_WrTransfer(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_WrTransfer(self, pl: PlacedLog) -> None:
         f, block = pl.log.fields, pl.action.block_number
         if f["from"] != ZERO:
             self._balance(f["from"], block)["wrbtc_balance"] -= f["amount"]
         if f["to"] != ZERO:
             self._balance(f["to"], block)["wrbtc_balance"] += f["amount"]
 
-    def _on_Deposited(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_Deposited(self, pl: PlacedLog) -> None:
         f = pl.log.fields
         self._balance(f["user"], pl.action.block_number)["fee_vault_wei"] += f["amount"]
-        self._tx_row(pl, f["user"], "DEPOSIT", f["amount"], f["amount"], 0, False)
+        self._tx_row(pl, f["user"], "DEPOSIT", f["amount"], f["amount"], 0, False, "fee_vault")
+        if f.get("prepay"):
+            self._op(pl, "DEPOSIT", f["user"], None, f["amount"])
 
-    def _on_Spent(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_Spent(self, pl: PlacedLog) -> None:
         f = pl.log.fields
         self._balance(f["user"], pl.action.block_number)["fee_vault_wei"] -= f["amount"]
 
-    def _on_Withdrawn(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_Withdrawn(self, pl: PlacedLog) -> None:
         f = pl.log.fields
         self._balance(f["user"], pl.action.block_number)["fee_vault_wei"] -= f["amount"]
-        self._tx_row(pl, f["user"], "WITHDRAW", f["amount"], -f["amount"], 0, False)
+        self._tx_row(pl, f["user"], "WITHDRAW", f["amount"], -f["amount"], 0, False, "fee_vault")
 
-    def _on_Wrapped(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_Wrapped(self, pl: PlacedLog) -> None:
         f = pl.log.fields
-        self._tx_row(pl, f["user"], "WRAP", f["amount"], f["amount"], 0, False)
+        self._tx_row(pl, f["user"], "WRAP", f["amount"], f["amount"], 0, False, "vault_wrbtc")
 
-    def _on_Redeemed(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_Redeemed(self, pl: PlacedLog) -> None:
         f = pl.log.fields
-        self._tx_row(pl, f["user"], "UNWRAP", f["amount"], -f["amount"], 0, False)
+        self._tx_row(pl, f["user"], "UNWRAP", f["amount"], -f["amount"], 0, False, "vault_wrbtc")
 
-    def _on_Synced(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_Synced(self, pl: PlacedLog) -> None:
         f, a = pl.log.fields, pl.action
         row = self._balance(f["user"], a.block_number)
         row.update(
@@ -510,11 +600,22 @@ class TableBuilder:
             last_sync_fee_wei=f["fee"],
         )
         tx_type = "MINT" if f["delta"] > 0 else "BURN"
-        self._tx_row(pl, f["user"], tx_type, abs(f["delta"]), f["delta"], f["fee"], emergency_tx)
-        if not emergency_tx:
+        emergency = bool(f.get("emergency"))
+        self._tx_row(
+            pl,
+            f["user"],
+            tx_type,
+            abs(f["delta"]),
+            f["delta"],
+            f["fee"],
+            emergency,
+            "oracle_aggregator",
+            {"new_balance_sats": str(f["new"])},
+        )
+        if not emergency:
             self._op(pl, tx_type, f["user"], abs(f["delta"]), f["fee"])
 
-    def _on_EmergencyBurn(self, pl: PlacedLog, emergency_tx: bool) -> None:
+    def _on_EmergencyBurn(self, pl: PlacedLog) -> None:
         f, a = pl.log.fields, pl.action
         self.emergency_burns.append(
             {
@@ -529,7 +630,7 @@ class TableBuilder:
         )
         self._op(pl, "EMERGENCY_BURN", f["user"], f["amount"], 0)
 
-    def _op(self, pl: PlacedLog, op: str, user: str, amount: int, fee: int) -> None:
+    def _op(self, pl: PlacedLog, op: str, user: str, amount: int | None, fee: int) -> None:
         a = pl.action
         self.ops.append(
             {
@@ -541,60 +642,36 @@ class TableBuilder:
                 "user_address": user,
                 "amount_sats": amount,
                 "fee_wei": fee,
+                "bitcoin_address": None,
+                "oracle_node": None,
+                "consensus_data": None,
+                "id": f"{a.tx_hash}:{pl.log_index}",
+                "timestamp": a.block_timestamp,
+                "action": op,
+                "consensus_reached": None,
+                "sources_used": None,
+                "created_at": a.block_timestamp,
             }
         )
 
-    def _touch_participant(self, user: str, pl: PlacedLog) -> dict[str, Any] | None:
-        row = self.participants.get(user)
-        if row is not None:
-            row["updated_block"] = max(row["updated_block"], pl.action.block_number)
-        return row
-
-    def _on_ParticipantJoined(self, pl: PlacedLog, emergency_tx: bool) -> None:
-        f, a = pl.log.fields, pl.action
-        row = self._touch_participant(f["user"], pl)
-        if row is None:
-            self.participants[f["user"]] = {
-                "user_address": f["user"],
-                "participant_type": f["type"],
-                "loyalty_tier": 0,
-                "is_active": True,
-                "virtual_usdt": f["amount"] if f["type"] == 1 else 0,
-                "rbtc_contributed": f["amount"] if f["type"] == 0 else 0,
-                "yield_claimed": 0,
+    def snapshot_participants(self, sim: Simulator, block: int) -> None:
+        """Rows of the participants the last action changed, as the contract now stores them."""
+        for user in sim.touched:
+            record = sim.s.participants[user]
+            self.participants[user] = {
+                "user_address": user,
+                "participant_type": record["type"],
+                "loyalty_tier": record["tier"],
+                "is_active": bool(record["exists"]),
+                "virtual_usdt": record["vusdt"],
+                "rbtc_contributed": record["contrib"],
+                "yield_claimed": record["claimed"],
                 "yield_earned": 0,
-                "joined_at": a.block_timestamp,
-                "last_activity_at": a.block_timestamp,
-                "is_disputed": False,
-                "updated_block": a.block_number,
+                "joined_at": record["joined"],
+                "last_activity_at": record["last"],
+                "is_disputed": sim.s.disputed.get(user, False),
+                "updated_block": block,
             }
-            return
-        if f["type"] == 1:
-            row["virtual_usdt"] += f["amount"]
-        else:
-            row["rbtc_contributed"] = f["amount"]
-        row["last_activity_at"] = a.block_timestamp
-
-    def _on_YieldClaimed(self, pl: PlacedLog, emergency_tx: bool) -> None:
-        row = self._touch_participant(pl.log.fields["user"], pl)
-        if row is not None:
-            row["yield_claimed"] += pl.log.fields["amount"]
-            row["last_activity_at"] = pl.action.block_timestamp
-
-    def _on_EmergencyBurnTriggered(self, pl: PlacedLog, emergency_tx: bool) -> None:
-        row = self._touch_participant(pl.log.fields["user"], pl)
-        if row is None:
-            return
-        now = pl.action.block_timestamp
-        if row["participant_type"] == 0:
-            row["rbtc_contributed"] = 0
-            row["loyalty_tier"] = _tier(now, row["joined_at"])
-        row["last_activity_at"] = now
-
-    def _on_BalanceDisputed(self, pl: PlacedLog, emergency_tx: bool) -> None:
-        row = self._touch_participant(pl.log.fields["user"], pl)
-        if row is not None:
-            row["is_disputed"] = True
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """Rows in a deterministic order."""
@@ -611,13 +688,16 @@ class TableBuilder:
 class ScenarioModel:
     """Records the driver's actions and predicts the read tables from the canonical ones."""
 
-    def __init__(self, aggregator: str, committee: str, wrapper: str, pool_oracle: str) -> None:
+    def __init__(
+        self, aggregator: str, committee: str, wrapper: str, pool_oracle: str, addresses: dict[str, str]
+    ) -> None:
         self.roles = {
             "aggregator": aggregator.lower(),
             "committee": committee.lower(),
             "wrapper": wrapper.lower(),
             "pool_oracle": pool_oracle.lower(),
         }
+        self.addresses = {role: a.lower() for role, a in addresses.items()}
         self.actions: dict[str, Action] = {}
         self.strict = True
 
@@ -634,10 +714,16 @@ class ScenarioModel:
             chosen = [a for a in self.actions.values() if a.tx_hash in wanted]
         return sorted(chosen, key=lambda a: (a.block_number, a.tx_index))
 
-    def simulate(self, canonical_tx_hashes: Iterable[str] | None = None) -> tuple[Simulator, TableBuilder]:
-        """Replay canonical actions; check each against its receipt; return final state and tables."""
+    def simulate(
+        self, canonical_tx_hashes: Iterable[str] | None = None, *, resolutions_visible: bool = True
+    ) -> tuple[Simulator, TableBuilder]:
+        """Replay canonical actions; check each against its receipt; return final state and tables.
+
+        `resolutions_visible=False` predicts tables built up to a block older than the node's state window: a
+        dispute resolution emits nothing and cannot be read there, so every dispute ever filed still shows open.
+        """
         sim = Simulator(**self.roles)
-        builder = TableBuilder()
+        builder = TableBuilder(self.addresses)
         for action in self.canonical_actions(canonical_tx_hashes):
             ok, logs = sim.run(action)
             if self.strict:
@@ -646,26 +732,28 @@ class ScenarioModel:
                 continue
             placed = [PlacedLog(log, action, idx) for log, idx in zip(logs, action.log_indexes, strict=False)]
             builder.add_tx(placed)
+            builder.snapshot_participants(sim, action.block_number)
+        # A resolution emits nothing: the indexer reads the open-dispute flag by eth_call, so the rows carry the
+        # flag as it stands at the end, while updated_block stays the block of the last action on the row.
+        filed = {a.sender for a in self.canonical_actions(canonical_tx_hashes) if a.kind == "dispute" and a.status == 1}
+        for user, row in builder.participants.items():
+            row["is_disputed"] = sim.s.disputed.get(user, False) if resolutions_visible else user in filed
         return sim, builder
 
     @staticmethod
     def _check(action: Action, ok: bool, logs: list[Log]) -> None:
         if ok != (action.status == 1):
-            raise ModelMismatch(
-                f"{action.kind} {action.tx_hash}: model success={ok}, receipt status={action.status}"
-            )
+            raise ModelMismatch(f"{action.kind} {action.tx_hash}: model success={ok}, receipt status={action.status}")
         if ok and len(logs) != len(action.log_indexes):
             names = [log.event for log in logs]
             count = len(action.log_indexes)
-            raise ModelMismatch(
-                f"{action.kind} {action.tx_hash}: model logs {names}, receipt has {count} logs"
-            )
+            raise ModelMismatch(f"{action.kind} {action.tx_hash}: model logs {names}, receipt has {count} logs")
 
     def expected_tables(
-        self, canonical_tx_hashes: Iterable[str] | None = None
+        self, canonical_tx_hashes: Iterable[str] | None = None, *, resolutions_visible: bool = True
     ) -> dict[str, list[dict[str, Any]]]:
         """Expected read tables, from the actions flagged canonical or from the given tx hashes only."""
-        return self.simulate(canonical_tx_hashes)[1].tables()
+        return self.simulate(canonical_tx_hashes, resolutions_visible=resolutions_visible)[1].tables()
 
     def expected_state(self, canonical_tx_hashes: Iterable[str] | None = None) -> ChainState:
         """Simulated contract storage after the canonical actions."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from eth_utils import keccak
+
 ZERO_HASH = "0x" + "00" * 32
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_BLOOM = "0x" + "00" * 256
@@ -118,6 +120,9 @@ class SimChain:
             "eth_getBlockByNumber": self._rpc_block_by_number,
             "eth_getBlockByHash": self._rpc_block_by_hash,
             "eth_getLogs": self._rpc_get_logs,
+            "eth_getBlockReceipts": self._rpc_block_receipts,
+            "eth_getTransactionByHash": self._rpc_transaction,
+            "eth_call": self._rpc_call,
         }
 
     # ----------------------------------------------------------------- server lifecycle
@@ -308,7 +313,7 @@ class SimChain:
             "nonce": "0x0000000000000000",
             "mixHash": ZERO_HASH,
             "sha3Uncles": EMPTY_UNCLES,
-            "logsBloom": ZERO_BLOOM,
+            "logsBloom": logs_bloom(block.logs),
             "transactionsRoot": EMPTY_TRIE,
             "stateRoot": _digest(f"state:{block.hash}"),
             "receiptsRoot": EMPTY_TRIE,
@@ -342,6 +347,46 @@ class SimChain:
             if block is None or block.number > self._visible_head():
                 return None
             return self._rpc_block(block)
+
+    def _receipt(self, block: _Block, index: int, tx_hash: str) -> dict[str, Any]:
+        logs = [dict(log) for log in block.logs if log["transactionHash"] == tx_hash]
+        return {
+            "transactionHash": tx_hash,
+            "transactionIndex": hex(index),
+            "blockNumber": hex(block.number),
+            "blockHash": block.hash,
+            "from": SIM_SENDER,
+            "to": logs[0]["address"] if logs else None,
+            "gasUsed": hex(21_000 + 1_000 * len(logs)),
+            "effectiveGasPrice": "0x7",
+            "cumulativeGasUsed": hex(21_000 * (index + 1)),
+            "status": "0x1",
+            "logs": logs,
+            "logsBloom": logs_bloom(logs),
+        }
+
+    def _rpc_block_receipts(self, params: list[Any]) -> list[dict[str, Any]] | None:
+        with self._lock:
+            number = self._resolve(params[0] if params else "latest")
+            if number < 0 or number > self._visible_head():
+                return None
+            block = self._canonical[number]
+            return [self._receipt(block, i, h) for i, h in enumerate(block.tx_hashes)]
+
+    def _rpc_transaction(self, params: list[Any]) -> dict[str, Any] | None:
+        tx_hash = str(params[0]).lower() if params else ""
+        with self._lock:
+            for block in self._canonical[: self._visible_head() + 1]:
+                if tx_hash in block.tx_hashes:
+                    receipt = self._receipt(block, block.tx_hashes.index(tx_hash), tx_hash)
+                    return {"hash": tx_hash, "blockHash": block.hash, "blockNumber": hex(block.number),
+                            "from": SIM_SENDER, "to": receipt["to"], "input": "0x"}
+        return None
+
+    @staticmethod
+    def _rpc_call(params: list[Any]) -> str:
+        """Every view answers one word of zero (no contract state is simulated)."""
+        return "0x" + "00" * 32
 
     def _rpc_get_logs(self, params: list[Any]) -> list[dict[str, Any]]:
         flt = params[0] if params else {}
@@ -399,6 +444,21 @@ class SimChain:
                 return _dumps(self.handle_call(None))
             return _dumps([self.handle_call(c) for c in payload])
         return _dumps(self.handle_call(payload))
+
+
+SIM_SENDER = "0x" + "5e" * 20
+
+
+def logs_bloom(logs: Iterable[dict[str, Any]]) -> str:
+    """The 2048-bit logs bloom of some logs (address and every topic), as a node reports it."""
+    bloom = bytearray(256)
+    for log in logs:
+        for item in (bytes.fromhex(log["address"][2:]), *(bytes.fromhex(t[2:]) for t in log["topics"])):
+            value = keccak(item)
+            for i in (0, 2, 4):
+                bit = int.from_bytes(value[i : i + 2], "big") & 0x7FF
+                bloom[255 - bit // 8] |= 1 << (bit % 8)
+    return "0x" + bloom.hex()
 
 
 def _matches(log: dict[str, Any], addresses: set[str] | None, topic_sets: list[set[str] | None]) -> bool:

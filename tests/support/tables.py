@@ -17,12 +17,16 @@ def make_config(
     *,
     chain_id: int = 31337,
     start_block: int = 0,
+    extra_contracts: dict[str, list[str]] | None = None,
     **chain: object,
 ) -> Config:
-    """A validated configuration for a local chain."""
+    """A validated configuration for a local chain (`extra_contracts`: more addresses per role)."""
+    contracts = {role: [{"address": a, "start_block": start_block}] for role, a in addresses.items()}
+    for role, more in (extra_contracts or {}).items():
+        contracts.setdefault(role, []).extend({"address": a, "start_block": start_block} for a in more)
     data = {
         "chain": {"chain_id": chain_id, "rpc_urls": rpc_urls, "poll_interval": 0.05, **chain},
-        "contracts": {role: [{"address": a, "start_block": start_block}] for role, a in addresses.items()},
+        "contracts": contracts,
         "database": {"url": database_url, "schema": schema},
         "http": {"enabled": False},
         "log": {"format": "console", "level": "warning"},
@@ -45,6 +49,20 @@ def _plain(value: object) -> object:
     if hasattr(value, "timestamp"):
         return int(value.timestamp())  # type: ignore[union-attr]
     return value
+
+
+def table_columns(database_url: str, schema: str) -> dict[str, set[str]]:
+    """Every column of every read table."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = ANY(%s)",
+            (schema, list(TABLE_KEYS)),
+        ).fetchall()
+    out: dict[str, set[str]] = {t: set() for t in TABLE_KEYS}
+    for table, column in rows:
+        out[table].add(column)
+    return out
 
 
 def read_tables(database_url: str, schema: str, columns: dict[str, list[str]] | None = None) -> dict[str, list[dict]]:
