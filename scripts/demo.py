@@ -45,6 +45,13 @@ def write_config(rpc_url: str, deployment: Deployment, api_port: int) -> Path:
 
 
 def show_tables() -> None:
+    try:
+        _show_tables()
+    except psycopg.errors.UndefinedTable:
+        print("\n== the indexer has not created its tables yet ==")
+
+
+def _show_tables() -> None:
     with psycopg.connect(DATABASE_URL) as conn:
         conn.execute(f"SET search_path TO {SCHEMA}")
         counts = {

@@ -384,17 +384,11 @@ def bitcoin_fallback(p: Params) -> Any:
 
 # -- oracle operations -------------------------------------------------------------------------------------
 
-OP_COLUMNS = (
-    "tx_hash || ':' || log_index AS id, block_timestamp AS \"timestamp\", operation_type AS action, "
-    "(consensus_data ->> 'consensus_reached')::boolean AS consensus_reached, "
-    "coalesce(jsonb_array_length(CASE WHEN jsonb_typeof(consensus_data -> 'sources_used') = 'array' "
-    "THEN consensus_data -> 'sources_used' END), 0) AS sources_count"
-)
+OP_COLUMNS = 'id, "timestamp", action, consensus_reached, coalesce(cardinality(sources_used), 0) AS sources_count'
 OP_STATS = (
-    "SELECT count(*) AS total, count(*) FILTER (WHERE operation_type = 'MINT') AS mints, "
-    "count(*) FILTER (WHERE operation_type = 'BURN') AS burns, "
-    "count(*) FILTER (WHERE operation_type = 'SYNC') AS syncs, "
-    "count(*) FILTER (WHERE (consensus_data ->> 'consensus_reached')::boolean) AS agreed FROM oracle_operations_log"
+    "SELECT count(*) AS total, count(*) FILTER (WHERE action = 'MINT') AS mints, "
+    "count(*) FILTER (WHERE action = 'BURN') AS burns, count(*) FILTER (WHERE action = 'SYNC') AS syncs, "
+    "count(*) FILTER (WHERE consensus_reached) AS agreed FROM oracle_operations_log"
 )
 
 
@@ -406,12 +400,12 @@ async def read_operations(snap: Snapshot, p: Params, s: Settings) -> Any:
     where = sql.SQL("")
     args: list[Any] = []
     if p["filter"].lower() != "all":
-        where = sql.SQL(" WHERE operation_type = %s")
+        where = sql.SQL(" WHERE action = %s")
         args.append(p["filter"].upper())
     ops = await snap.rows(
         sql.SQL("SELECT " + OP_COLUMNS + " FROM oracle_operations_log")
         + where
-        + sql.SQL(" ORDER BY block_timestamp DESC, block_number DESC, log_index DESC LIMIT %s OFFSET %s"),
+        + sql.SQL(' ORDER BY "timestamp" DESC, block_number DESC, log_index DESC LIMIT %s OFFSET %s'),
         (*args, p["limit"], p["offset"]),
     )
     stats = await snap.row(OP_STATS)
@@ -448,7 +442,7 @@ def operations_fallback(p: Params) -> Any:
 async def read_public_operations(snap: Snapshot, p: Params, s: Settings) -> Any:
     ops = await snap.rows(
         "SELECT " + OP_COLUMNS + " FROM oracle_operations_log "
-        "ORDER BY block_timestamp DESC, block_number DESC, log_index DESC LIMIT 20"
+        'ORDER BY "timestamp" DESC, block_number DESC, log_index DESC LIMIT 20'
     )
     stats = await snap.row(OP_STATS)
     assert stats is not None
