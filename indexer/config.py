@@ -22,6 +22,7 @@ DEFAULT_ABI_FILES = {
 }
 ENV_RPC_URL = "RBTC_INDEXER_RPC_URL"
 ENV_DATABASE_URL = "RBTC_INDEXER_DATABASE_URL"
+ENV_WS_URL = "RBTC_INDEXER_WS_URL"
 
 
 class _Strict(BaseModel):
@@ -38,6 +39,16 @@ class ChainConfig(_Strict):
     max_block_range: int = Field(default=2000, ge=1, description="operator's cap on one eth_getLogs range")
     initial_block_range: int = Field(default=100, ge=1)
     request_timeout: float = Field(default=10.0, gt=0)
+    subscribe_heads: bool = Field(default=True, description="wake on eth_subscribe newHeads over WebSocket")
+    ws_urls: list[str] = Field(default=[], description="WebSocket endpoints; empty: the rpc_urls as ws(s)://")
+
+    @field_validator("ws_urls")
+    @classmethod
+    def _urls_are_ws(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("ws://", "wss://")):
+                raise ValueError(f"{redact_url(url)!r} is not a ws(s) URL")
+        return urls
 
     @field_validator("rpc_urls")
     @classmethod
@@ -152,6 +163,9 @@ def parse_config(data: dict, source: str, env: dict[str, str] | None = None) -> 
     database = dict(data.get("database") or {})
     if env.get(ENV_RPC_URL):
         chain["rpc_urls"] = [u.strip() for u in env[ENV_RPC_URL].split(",") if u.strip()]
+        data["chain"] = chain
+    if env.get(ENV_WS_URL):
+        chain["ws_urls"] = [u.strip() for u in env[ENV_WS_URL].split(",") if u.strip()]
         data["chain"] = chain
     if env.get(ENV_DATABASE_URL):
         database["url"] = env[ENV_DATABASE_URL]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from indexer.chain.heads import HeadSignal
 from indexer.chain.rpc import RpcClient, RpcError, RpcUnavailable
 from indexer.decode.decoder import LogDecoder
 from indexer.errors import Fatal, ReorgBelowFinality
@@ -69,6 +70,7 @@ class Follower:
         stop: threading.Event | None = None,
         on_append: Callable[[FollowerProgress, LogsIngested | BlocksReverted], None] | None = None,
         take_rewind_request: Callable[[], int | None] | None = None,
+        heads: HeadSignal | None = None,
     ):
         self.chain_id = chain_id
         self.rpc = rpc
@@ -82,6 +84,7 @@ class Follower:
         self.stop = stop or threading.Event()
         self.on_append = on_append
         self.take_rewind_request = take_rewind_request
+        self.heads = heads  # wakes the idle wait when the node announces a block; polling stays the fallback
         self.progress = FollowerProgress()
         self.log = log.bind(chain=chain_id)
         self._finalized_tag_works = use_finalized_tag
@@ -123,7 +126,10 @@ class Follower:
                 cursor = self._reload_cursor()
                 continue
             if not moved:
-                self.stop.wait(self.poll_interval)
+                if self.heads is not None:
+                    self.heads.wait(self.poll_interval)
+                else:
+                    self.stop.wait(self.poll_interval)
 
     def _reload_cursor(self) -> Cursor:
         """The cursor as committed, waiting (with backoff) until the database answers again."""
