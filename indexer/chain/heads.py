@@ -22,7 +22,8 @@ from typing import Protocol
 import orjson
 import structlog
 from websockets.exceptions import WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 
 from indexer.config import redact_url
 from indexer.errors import Retryable
@@ -169,7 +170,7 @@ class HeadSubscription:
             self._pause(backoff)
             backoff = min(self.max_backoff, backoff * 2)
 
-    def _subscribe(self, ws: ClientConnection) -> str:
+    def _subscribe(self, ws: Connection) -> str:
         ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
         deadline = time.monotonic() + self.connect_timeout
         while True:
@@ -186,7 +187,7 @@ class HeadSubscription:
             raise SubscriptionRefused(f"eth_subscribe refused: {message}")
         return result
 
-    def _read(self, ws: ClientConnection, subscription: str) -> None:
+    def _read(self, ws: Connection, subscription: str) -> None:
         """Deliver heads until the connection ends or the subscription is stopped."""
         while not self._done():
             try:

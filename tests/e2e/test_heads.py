@@ -121,7 +121,8 @@ def test_the_subscription_comes_back_after_the_connection_is_cut(node, subscript
 
 
 def test_the_follower_is_woken_by_new_heads_not_by_its_poll_interval(database_url, schema, node) -> None:
-    """With a minute between polls (longer than any wait below), blocks mined after the catch-up reach the tables only through the wake."""
+    """With a minute between polls (longer than any wait below), blocks mined after the catch-up reach the
+    tables only through the wake."""
     w3 = Web3(Web3.HTTPProvider(node.url))
     deployment = Deployment.deploy(w3)
     driver = ScenarioDriver(w3, deployment, seed=5, users=4)
