@@ -12,10 +12,13 @@ Every backfill, rebuild and latency run ends with the read tables compared with 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from bench.baseline import run_baseline
 from bench.ceiling import fetch_and_parse
@@ -25,6 +28,7 @@ from bench.report import Report, say
 from tests.support.model import ScenarioModel
 
 BACKFILL_TIMEOUT = 900.0
+POSTGRES_FULL_RETRIES = 6
 SPARSE_TIMEOUT = 1800.0
 
 
@@ -102,18 +106,30 @@ def _backfill_checked(
     bench.schemas += 1
     schema = chain.ws.new_schema(f"b{bench.schemas}")
     try:
-        r = backfill(chain.ws, schema, to_block, timeout)
-    except RunFailed as exc:
+        r = _retry_when_postgres_is_full(lambda: backfill(chain.ws, schema, to_block, timeout), label)
+        bench.report.check(label, tables_match(bench.database_url, schema, _expected(chain.model, to_block)))
+    except (RunFailed, psycopg.OperationalError) as exc:
         bench.report.fail(label, exc)
-        chain.ws.drop(schema)
         return None
-    bench.report.check(label, tables_match(bench.database_url, schema, _expected(chain.model, to_block)))
     blocks = to_block - chain.info.start_block + 1
     say(
         f"  {r['logs_per_s']:,.0f} logs/s, {blocks / r['seconds']:,.0f} blocks/s, {r['seconds']:.1f}s, "
         f"first block after {r['time_to_first_block_s']:.2f}s, peak RSS {r['peak_rss_mb']:.0f} MB"
     )
     return r, schema
+
+
+def _retry_when_postgres_is_full(run: Callable[[], dict[str, float]], label: str) -> dict[str, float]:
+    """A run that could not even connect (the shared server's connection limit) is retried, not counted."""
+    for attempt in range(1, POSTGRES_FULL_RETRIES + 1):
+        try:
+            return run()
+        except RunFailed as exc:
+            if "too many clients" not in str(exc) or attempt == POSTGRES_FULL_RETRIES:
+                raise
+            say(f"  {label}: PostgreSQL has no free connection slot; retrying the run in 10s")
+            time.sleep(10)
+    raise AssertionError("unreachable")
 
 
 def _latency(bench: Bench, chain: LoadedChain, schema: str, poll_interval: float | None, suffix: str) -> None:
@@ -124,7 +140,7 @@ def _latency(bench: Bench, chain: LoadedChain, schema: str, poll_interval: float
         lat = head_latency(
             chain.ws, schema, chain.model, blocks, chain.info.params["seed"] + 99 + len(suffix), say, poll_interval
         )
-    except RunFailed as exc:
+    except (RunFailed, psycopg.OperationalError) as exc:
         bench.report.fail(f"head latency ({setting})", exc)
         return
     bench.report.add(f"head_latency_ms_p50{suffix}", lat["p50_ms"])
