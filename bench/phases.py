@@ -213,7 +213,11 @@ def _baseline(bench: Bench, chain: LoadedChain) -> None:
         + " ..."
     )
     schema = chain.ws.new_schema("baseline")
-    b = run_baseline(chain.ws.rpc_url, bench.database_url, schema, chain.info, logs)
+    try:
+        b = run_baseline(chain.ws.rpc_url, bench.database_url, schema, chain.info, logs)
+    except psycopg.Error as exc:
+        bench.report.fail("baseline", exc)
+        return
     chain.ws.drop(schema)
     bench.report.add("baseline_logs_per_s", b["logs_per_s"])
     bench.report.extra["baseline_logs"] = b["logs"]
