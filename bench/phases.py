@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from bench.baseline import run_baseline
 from bench.ceiling import fetch_and_parse
-from bench.chain import ChainInfo, ChainParams, cached_chain, load_chain, read_model
+from bench.chain import CACHE_DIR, ChainInfo, ChainParams, cached_chain, fingerprint, load_chain, read_model
 from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild, stored_logs, tables_match
 from bench.report import Report, say
 from tests.support.model import ScenarioModel
@@ -54,6 +55,7 @@ class LoadedChain:
 def loaded(bench: Bench, shape: str) -> Iterator[LoadedChain]:
     """The shape's chain (generated once, then cached) served by anvil, with a workspace; both cleaned up."""
     params = ChainParams.for_shape(shape, bench.args.quick)
+    _wait_for_other_generation(CACHE_DIR / f"{fingerprint(params)}.tmp")
     info, directory, generated = cached_chain(params, say)
     blocks = info.head - info.start_block + 1
     say(
@@ -81,6 +83,17 @@ def loaded(bench: Bench, shape: str) -> Iterator[LoadedChain]:
     finally:
         ws.cleanup()
         node.stop()
+
+
+def _wait_for_other_generation(tmp: Path, timeout: float = 3600.0) -> None:
+    """Another bench process generating the same chain holds `<key>.tmp/`: wait for it rather than clobber it.
+    (A `.tmp` left by a generation that crashed must be removed by hand; the message says where.)"""
+    if not tmp.exists():
+        return
+    say(f"{tmp} exists: another process is generating this chain; waiting (remove it if that process is gone)")
+    deadline = time.monotonic() + timeout
+    while tmp.exists() and time.monotonic() < deadline:
+        time.sleep(5)
 
 
 def _expected(model: ScenarioModel, to_block: int) -> dict[str, list[dict[str, Any]]]:

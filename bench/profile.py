@@ -22,7 +22,7 @@ from bench.chain import ChainParams, cached_chain, load_chain
 from bench.measure import Workspace, _popen, _wait
 
 REPO = Path(__file__).resolve().parents[1]
-PG_WAIT = ("psycopg/waiting.py", "psycopg_binary", "pq.PGconn", "wait_c")
+PG_WAIT = ("Connection.wait (psycopg/", "psycopg/waiting.py", "wait_c (")
 RPC_WAIT = ("urllib3/", "http/client.py", "socket.py", "ssl.py")
 
 
@@ -50,8 +50,14 @@ def summarise(raw: Path, top: int = 15) -> str:
         self_time[thread][frames[-1]] += count
         for frame in set(frames[1:]):
             inclusive[thread][frame] += count
-        text = stack
-        kind = "postgres" if any(p in text for p in PG_WAIT) else "rpc" if any(p in text for p in RPC_WAIT) else ""
+        top_frames = ";".join(frames[-4:])  # a wait is what the thread is doing now, not what called it
+        kind = (
+            "postgres"
+            if any(p in top_frames for p in PG_WAIT)
+            else "rpc"
+            if any(p in top_frames for p in RPC_WAIT)
+            else ""
+        )
         if kind:
             waits[thread][kind] += count
     out = [f"{total} samples in {len(per_thread)} threads"]
@@ -76,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to-block", type=int, default=None, help="default: the block with half the logs")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "profile"))
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--summarise", metavar="RAW", help="only summarise an earlier raw file")
     args = parser.parse_args(argv)
+    if args.summarise:
+        print(summarise(Path(args.summarise)))
+        return 0
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
