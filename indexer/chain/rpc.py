@@ -113,10 +113,10 @@ class HttpTransport:
         response.raise_for_status()
         return orjson.loads(response.content)
 
-    def make_request(self, method: str, params: list) -> Any:
+    def make_request(self, method: str, params: list[Any]) -> Any:
         return self._send({"jsonrpc": "2.0", "id": self._next_id(), "method": method, "params": params})
 
-    def make_batch_request(self, calls: list[tuple[str, list]]) -> Any:
+    def make_batch_request(self, calls: list[tuple[str, list[Any]]]) -> Any:
         body = [{"jsonrpc": "2.0", "id": self._next_id(), "method": m, "params": p} for m, p in calls]
         answer = self._send(body)
         if not isinstance(answer, list):
