@@ -117,9 +117,14 @@ def _backfill_checked(
 ) -> tuple[dict[str, float], str] | None:
     """One backfill to `to_block` on a fresh schema, checked against the model; (figures, schema) or None."""
     bench.schemas += 1
-    schema = chain.ws.new_schema(f"b{bench.schemas}")
+    schema = f"{chain.ws.prefix}_b{bench.schemas}"
+
+    def run() -> dict[str, float]:
+        chain.ws.new_schema(f"b{bench.schemas}")
+        return backfill(chain.ws, schema, to_block, timeout)
+
     try:
-        r = _retry_when_postgres_is_full(lambda: backfill(chain.ws, schema, to_block, timeout), label)
+        r = _retry_when_postgres_is_full(run, label)
         bench.report.check(label, tables_match(bench.database_url, schema, _expected(chain.model, to_block)))
     except (RunFailed, psycopg.OperationalError) as exc:
         bench.report.fail(label, exc)
@@ -137,7 +142,7 @@ def _retry_when_postgres_is_full(run: Callable[[], dict[str, float]], label: str
     for attempt in range(1, POSTGRES_FULL_RETRIES + 1):
         try:
             return run()
-        except RunFailed as exc:
+        except (RunFailed, psycopg.OperationalError) as exc:
             if "too many clients" not in str(exc) or attempt == POSTGRES_FULL_RETRIES:
                 raise
             say(f"  {label}: PostgreSQL has no free connection slot; retrying the run in 10s")
