@@ -59,6 +59,7 @@ CONTRACT_NAMES = {
 class ChainParams:
     """What the generated chain looks like; every field is part of the cache key."""
 
+    shape: str = "dense"
     seed: int = 20240601
     users: int = 2000
     active_users: int = 48  # the users the mixed activity picks from (predicates read their state per block)
@@ -68,10 +69,83 @@ class ChainParams:
     bulk_logs: int = 196_000  # logs from depositMany + syncBatch rounds in total
     bulk_batch: tuple[int, int] = (10, 40)  # users per depositMany / syncBatch
     bulk_txs_per_block: tuple[int, int] = (2, 8)
+    empty_blocks: int = 0  # empty blocks (anvil_mine) in total, spread evenly after each segment
+    hardfork: str = ""  # anvil --hardfork ("" = anvil's default)
 
     @classmethod
     def quick(cls) -> ChainParams:
         return cls(users=200, active_users=24, segments=4, mixed_blocks=240, bulk_logs=16_000)
+
+    @classmethod
+    def for_shape(cls, shape: str, quick: bool = False) -> ChainParams:
+        """The parameters of one benchmark chain shape (see SHAPES)."""
+        if shape not in SHAPES:
+            raise ValueError(f"unknown chain shape {shape!r}; known: {', '.join(SHAPES)}")
+        return SHAPES[shape][1 if quick else 0]
+
+    def anvil_args(self) -> list[str]:
+        """anvil flags used both to generate the chain and to load its dump."""
+        args = ["--gas-limit", str(GAS_LIMIT)]
+        return args + (["--hardfork", self.hardfork] if self.hardfork else [])
+
+
+SHAPES: dict[str, tuple[ChainParams, ChainParams]] = {
+    # About 97 logs per block: bulk rounds of 2-8 transactions per block, 10-40 users each.
+    "dense": (ChainParams(), ChainParams.quick()),
+    # About 60 logs per block over twice 3,000 blocks (the scaling row backfills a quarter, half and all of
+    # it): syncs batched 14-30 users per transaction, one or two such transactions per block.
+    "medium": (
+        ChainParams(
+            shape="medium",
+            segments=20,
+            mixed_blocks=1200,
+            bulk_logs=420_000,
+            bulk_batch=(14, 30),
+            bulk_txs_per_block=(1, 2),
+        ),
+        ChainParams(
+            shape="medium",
+            users=200,
+            active_users=24,
+            segments=4,
+            mixed_blocks=120,
+            bulk_logs=24_000,
+            bulk_batch=(14, 30),
+            bulk_txs_per_block=(1, 2),
+        ),
+    ),
+    # A million mostly empty blocks: protocol activity in about 0.2 % of them. Blocks are mined with the
+    # shanghai rules: from cancun on, the beacon-root and block-hash system contracts grow the state with
+    # every block and anvil_mine slows down with chain length (measured: 15 ms per block at 6,000 blocks).
+    # An empty block still costs anvil time in proportion to the accounts in the state, hence 100 users.
+    "sparse": (
+        ChainParams(
+            shape="sparse",
+            users=100,
+            active_users=48,
+            segments=10,
+            mixed_blocks=1500,
+            bulk_logs=20_000,
+            bulk_batch=(14, 30),
+            bulk_txs_per_block=(1, 2),
+            empty_blocks=1_000_000,
+            hardfork="shanghai",
+        ),
+        ChainParams(
+            shape="sparse",
+            users=100,
+            active_users=24,
+            segments=4,
+            mixed_blocks=120,
+            bulk_logs=1_600,
+            bulk_batch=(14, 30),
+            bulk_txs_per_block=(1, 2),
+            empty_blocks=100_000,
+            hardfork="shanghai",
+        ),
+    ),
+}
+MINE_CHUNK = 50_000  # empty blocks per anvil_mine call
 
 
 @dataclass
@@ -350,7 +424,10 @@ def generate(params: ChainParams, target: Path, say: Any = print) -> ChainInfo:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    node = start_anvil(["--gas-limit", str(GAS_LIMIT), "--dump-state", str(tmp / "state.json")])
+    # Historical states are not kept while generating (the driver reads "latest" only): with a million
+    # blocks they would cost gigabytes. The dump still holds every block, transaction, receipt and log.
+    pruning = ["--prune-history"] if params.empty_blocks else []
+    node = start_anvil([*params.anvil_args(), *pruning, "--dump-state", str(tmp / "state.json")])
     try:
         w3 = lean_web3(node.url)
         deployment = Deployment.deploy(w3)
@@ -361,6 +438,9 @@ def generate(params: ChainParams, target: Path, say: Any = print) -> ChainInfo:
             for _ in range(share):
                 driver.mixed_block(*params.mixed_txs_per_block)
             driver.bulk(params.bulk_logs // params.segments, params.bulk_batch, params.bulk_txs_per_block)
+            gap = params.empty_blocks // params.segments
+            for done in range(0, gap, MINE_CHUNK):
+                driver.rpc.call("anvil_mine", [hex(min(MINE_CHUNK, gap - done))])
             say(
                 f"  segment {segment + 1}/{params.segments}: block {w3.eth.block_number}, "
                 f"{sum(len(a.log_indexes) for a in driver.actions if a.status == 1)} logs, "
@@ -421,7 +501,8 @@ def read_model(directory: Path) -> ScenarioModel:
 
 def load_chain(directory: Path, info: ChainInfo) -> AnvilNode:
     """Start anvil on the cached state and check that the block history came back with it."""
-    node = start_anvil(["--gas-limit", str(GAS_LIMIT), "--load-state", str(directory / "state.json")], timeout=120)
+    params = ChainParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.params.items()})
+    node = start_anvil([*params.anvil_args(), "--load-state", str(directory / "state.json")], timeout=900)
     try:
         rpc = RawRpc(node.url)
         head = int(rpc.call("eth_blockNumber", []), 16)

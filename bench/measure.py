@@ -67,16 +67,19 @@ class Workspace:
             path.unlink()
         self.tmp.rmdir()
 
-    def config(self, schema: str, poll_interval: float = 0.05) -> Path:
+    def config(self, schema: str, poll_interval: float | None = 0.05) -> Path:
+        """The daemon's config for `schema`; poll_interval None leaves the project's default (and every other
+        [chain] setting but the block ranges is the default: newHeads over WebSocket on the RPC port)."""
         contracts = "".join(
             f'[[contracts.{role}]]\naddress = "{address}"\nstart_block = {self.info.start_block}\n\n'
             for role, address in self.info.addresses.items()
         )
         path = self.tmp / f"{schema}.toml"
         path.write_text(
-            f'[chain]\nchain_id = 31337\nrpc_urls = ["{self.rpc_url}"]\npoll_interval = {poll_interval}\n'
-            f"max_block_range = {self.max_block_range}\ninitial_block_range = {self.initial_block_range}\n"
-            f"{self.extra_chain_toml}\n"
+            f'[chain]\nchain_id = 31337\nrpc_urls = ["{self.rpc_url}"]\n'
+            + (f"poll_interval = {poll_interval}\n" if poll_interval is not None else "")
+            + f"max_block_range = {self.max_block_range}\ninitial_block_range = {self.initial_block_range}\n"
+            + f"{self.extra_chain_toml}\n"
             f'[database]\nurl = "{self.database_url}"\nschema = "{schema}"\n\n[http]\nenabled = false\n\n'
             f'[log]\nformat = "json"\nlevel = "info"\n\n'
             + (f"[indexer]\n{self.extra_indexer_toml}\n" if self.extra_indexer_toml else "")
@@ -240,10 +243,18 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def head_latency(
-    ws: Workspace, schema: str, model: ScenarioModel, blocks: int, seed: int, say: Any = print
+    ws: Workspace,
+    schema: str,
+    model: ScenarioModel,
+    blocks: int,
+    seed: int,
+    say: Any = print,
+    poll_interval: float | None = 0.02,
 ) -> dict[str, Any]:
     """Daemon at the head of a caught-up schema; mine `blocks` blocks of activity one at a time and time each
-    from the return of evm_mine until rows of that block are in both `balances` and `transactions`."""
+    from the return of evm_mine until rows of that block are in both `balances` and `transactions`.
+
+    poll_interval None runs the daemon with the shipped defaults (0.5 s poll, woken by newHeads)."""
     w3 = lean_web3(ws.rpc_url)
     params = ws.info.params
     driver = BenchDriver(w3, deployment_for(w3, ws.info), seed, params["users"], params["active_users"], model=model)
@@ -251,7 +262,7 @@ def head_latency(
     active = {u.address for u in driver.users}
     bulk_users = [u.address for u in driver.all_users if u.address not in active]
     log = ws.tmp / f"{schema}-daemon.log"
-    proc = _popen(ws.config(schema, poll_interval=0.02), ["run"], log)
+    proc = _popen(ws.config(schema, poll_interval=poll_interval), ["run"], log)
     latencies: list[float] = []
     timeouts = 0
     try:
@@ -318,4 +329,6 @@ def head_latency(
         "min_ms": min(finite),
         "differing_tables": differing,
         "daemon_exit": proc.returncode,
+        "poll_interval": poll_interval if poll_interval is not None else "default",
+        "subscribed_to_new_heads": "subscribed to new heads" in log.read_text(errors="replace"),
     }

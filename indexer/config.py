@@ -29,6 +29,7 @@ DEFAULT_ABI_FILES = {
 ENV_RPC_URL = "RBTC_INDEXER_RPC_URL"
 ENV_DATABASE_URL = "RBTC_INDEXER_DATABASE_URL"
 ENV_API_DATABASE_URL = "RBTC_INDEXER_API_DATABASE_URL"
+ENV_WS_URL = "RBTC_INDEXER_WS_URL"
 
 
 class _Strict(BaseModel):
@@ -65,6 +66,16 @@ class ChainConfig(_Strict):
     @classmethod
     def _multicall_is_address(cls, value: str) -> str:
         return _address(value)
+    subscribe_heads: bool = Field(default=True, description="wake on eth_subscribe newHeads over WebSocket")
+    ws_urls: list[str] = Field(default=[], description="WebSocket endpoints; empty: the rpc_urls as ws(s)://")
+
+    @field_validator("ws_urls")
+    @classmethod
+    def _urls_are_ws(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("ws://", "wss://")):
+                raise ValueError(f"{redact_url(url)!r} is not a ws(s) URL")
+        return urls
 
     @field_validator("rpc_urls")
     @classmethod
@@ -239,6 +250,9 @@ def parse_config(data: dict[str, Any], source: str, env: Mapping[str, str] | Non
     database = dict(data.get("database") or {})
     if environ.get(ENV_RPC_URL):
         chain["rpc_urls"] = [u.strip() for u in environ[ENV_RPC_URL].split(",") if u.strip()]
+        data["chain"] = chain
+    if environ.get(ENV_WS_URL):
+        chain["ws_urls"] = [u.strip() for u in environ[ENV_WS_URL].split(",") if u.strip()]
         data["chain"] = chain
     if environ.get(ENV_DATABASE_URL):
         database["url"] = environ[ENV_DATABASE_URL]

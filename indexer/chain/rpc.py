@@ -8,6 +8,7 @@ saying a log query is too large are raised as RangeTooLarge, with the provider's
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -18,8 +19,6 @@ from typing import Any
 import orjson
 import requests
 import structlog
-from web3 import HTTPProvider
-from web3.types import RPCEndpoint
 
 from indexer.config import redact_url
 from indexer.errors import ConfigError, Retryable
@@ -129,11 +128,48 @@ def _suggested_span(message: str) -> int | None:
     return int(match.group(1).replace(",", "")) if match else None
 
 
-class _FastProvider(HTTPProvider):
-    """web3's HTTP provider, decoding responses with orjson and without its own retries."""
+class HttpTransport:
+    """JSON-RPC requests over one keep-alive HTTP session, encoded and decoded with orjson; no retries of its own.
 
-    def decode_rpc_response(self, raw_response: bytes) -> Any:  # type: ignore[override]
-        return orjson.loads(raw_response)
+    A non-2xx status raises requests.HTTPError (with the response), transport failures raise requests'
+    exceptions, an answer that is not JSON raises orjson.JSONDecodeError; the caller classifies them.
+    A batch's answers come back in the order of its calls, whatever order the server used.
+    """
+
+    _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+    def __init__(self, url: str, timeout: float):
+        self.url = url
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    def _send(self, body: object) -> Any:
+        response = self.session.post(self.url, data=orjson.dumps(body), headers=self._HEADERS, timeout=self.timeout)
+        response.raise_for_status()
+        return orjson.loads(response.content)
+
+    def make_request(self, method: str, params: list[Any]) -> Any:
+        return self._send({"jsonrpc": "2.0", "id": self._next_id(), "method": method, "params": params})
+
+    def make_batch_request(self, calls: list[tuple[str, list[Any]]]) -> Any:
+        body = [{"jsonrpc": "2.0", "id": self._next_id(), "method": m, "params": p} for m, p in calls]
+        answer = self._send(body)
+        if not isinstance(answer, list):
+            return answer  # an error object for the batch as a whole
+        order = {item["id"]: i for i, item in enumerate(body)}
+        by_position: list[Any] = [None] * len(body)
+        for item in answer:
+            position = order.get(item.get("id")) if isinstance(item, dict) else None
+            if position is None:
+                return answer  # unmatched ids: the caller's length/shape checks reject it
+            by_position[position] = item
+        return by_position if all(item is not None for item in by_position) else answer
 
 
 @dataclass
@@ -141,7 +177,7 @@ class Endpoint:
     """One RPC URL and its health."""
 
     url: str
-    provider: HTTPProvider
+    provider: HttpTransport
     failures: int = 0
     down_until: float = 0.0
     chain_checked: bool = False
@@ -170,10 +206,7 @@ class RpcClient:
     ):
         if not urls:
             raise ValueError("at least one RPC URL is needed")
-        self.endpoints = [
-            Endpoint(u, _FastProvider(u, request_kwargs={"timeout": timeout}, exception_retry_configuration=None))
-            for u in urls
-        ]
+        self.endpoints = [Endpoint(u, HttpTransport(u, timeout)) for u in urls]
         self.max_backoff = max_backoff
         self.observer = observer
         self.stop = stop or threading.Event()
@@ -225,8 +258,7 @@ class RpcClient:
         return response["result"]
 
     def _batch(self, endpoint: Endpoint, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
-        requests_ = [(RPCEndpoint(m), p) for m, p in calls]
-        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(requests_))
+        responses = self._post(endpoint, "batch", lambda: endpoint.provider.make_batch_request(list(calls)))
         if isinstance(responses, dict) and responses.get("error"):
             raise classify_error(responses["error"], endpoint.label)
         if not isinstance(responses, list) or len(responses) != len(calls):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from indexer.chain.heads import HeadSignal
 from indexer.chain.rpc import ChainMismatch, RpcClient, RpcError, RpcUnavailable
 from indexer.decode.decoder import LogDecoder
 from indexer.errors import ReorgBelowFinality
@@ -107,6 +108,7 @@ class Follower:
         on_append: Callable[[FollowerProgress, LogsIngested | BlocksReverted], None] | None = None,
         rewind_requests: RewindRequests | None = None,
         enricher: Enricher | None = None,
+        heads: HeadSignal | None = None,
     ):
         self.chain_id = chain_id
         self.rpc = rpc
@@ -121,6 +123,7 @@ class Follower:
         self.on_append = on_append
         self.rewind_requests = rewind_requests
         self.enricher = enricher
+        self.heads = heads  # wakes the idle wait when the node announces a block; polling stays the fallback
         self.progress = FollowerProgress()
         self.log = log.bind(chain=chain_id)
         self._finalized = -1  # never moves backwards within the process (nor below the stored cursor's)
@@ -168,7 +171,10 @@ class Follower:
                 cursor = self._reload_cursor()
                 continue
             if not moved:
-                self.stop.wait(self.poll_interval)
+                if self.heads is not None:
+                    self.heads.wait(self.poll_interval)
+                else:
+                    self.stop.wait(self.poll_interval)
 
     def _reload_cursor(self) -> Cursor:
         """The cursor as committed, waiting (with backoff) until the database answers again."""

@@ -11,6 +11,7 @@ from functools import cached_property
 import psycopg
 import structlog
 
+from indexer.chain.heads import HeadSubscription, websocket_urls
 from indexer.chain.rpc import RpcClient, RpcUnavailable
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
@@ -148,6 +149,14 @@ class Indexer:
             rewind_requests=ReplayRequestQueue(self.dsn, self.schema, chain.chain_id),
         )
 
+    def heads(self) -> HeadSubscription | None:
+        """The newHeads subscription that wakes the follower (started), or None when it is switched off."""
+        chain = self.config.chain
+        urls = chain.ws_urls or websocket_urls(chain.rpc_urls)
+        if not chain.subscribe_heads or not urls:
+            return None
+        return HeadSubscription(urls, stop=self.stop, connect_timeout=chain.request_timeout).start()
+
     def runner(self, conn: psycopg.Connection, projections: list[Projection]) -> ProjectionRunner:
         return ProjectionRunner(
             self.store,
@@ -223,6 +232,7 @@ class Indexer:
         threads = []
         if want_follower:
             follower = self.follower()
+            follower.heads = self.heads()
             self.state.follower = follower
 
             def follow() -> None:
