@@ -19,7 +19,7 @@ from indexer.errors import ConfigError, ExitCode, IndexerError, exit_code_of
 from indexer.ops import logging_setup as logs
 from indexer.runtime import app as app_module
 from indexer.runtime.plan import RunPlan
-from indexer.store import db
+from indexer.store import db, replay_queue
 from indexer.store.locks import follower_lock
 from indexer.store.status import format_status, read_status
 from projections.engine import registry
@@ -124,29 +124,26 @@ def replay(ctx: click.Context, from_block: int, timeout: float) -> None:
             follower = indexer.follower()
             cursor = indexer.store.cursor(chain_id, indexer.config.start_block())
             previous = cursor.indexed_block
-            _guard(lambda: follower.rewind(cursor, from_block))
+            _guard(lambda: follower.replay_from(cursor, from_block))
             click.echo(f"reverted blocks {from_block}..{previous}; re-ingesting up to {previous}")
         finally:
             lock.release()
         code = _guard(lambda: indexer.run(to_block=previous))
         click.echo("replay complete" if code == 0 else f"replay stopped with exit code {code}")
         sys.exit(code)
-    # A daemon holds the writer lock: ask it to rewind, and wait until it has.
+    # A daemon holds the writer lock: ask it to replay, and wait until it has.
     with db.connection(indexer.dsn, indexer.schema, autocommit=True) as conn:
-        request_id = conn.execute(
-            "INSERT INTO replay_requests (chain_id, from_block) VALUES (%s, %s) RETURNING id", (chain_id, from_block)
-        ).fetchone()[0]  # type: ignore[index]
+        request_id = replay_queue.enqueue(conn, chain_id, from_block)
         click.echo(f"replay request {request_id} queued for the running daemon")
         deadline = time.monotonic() + timeout
         error = None
         while time.monotonic() < deadline:
-            done_at, failed_at, error = conn.execute(
-                "SELECT done_at, failed_at, error FROM replay_requests WHERE id = %s", (request_id,)
-            ).fetchone()  # type: ignore[misc]
-            if done_at is not None:
+            state = replay_queue.outcome(conn, request_id)
+            error = state.error
+            if state.done:
                 click.echo(f"the daemon reverted blocks from {from_block} and is re-ingesting them")
                 return
-            if failed_at is not None:
+            if state.failed:
                 _fail(f"the running daemon could not perform replay request {request_id}: {error}")
             time.sleep(0.2)
     _fail(

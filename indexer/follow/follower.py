@@ -25,25 +25,18 @@ from indexer.records import DecodedLog, Observation
 from indexer.store import db
 from indexer.store.event_store import ConcurrentAppend, Cursor, CursorAdvance, EventStore
 from indexer.store.events import BlocksReverted, LogsIngested
+from indexer.store.replay_queue import ReplayRequest
 
 log = structlog.get_logger("follower")
 
 
-__all__ = ["ChainMismatch", "ChainTip", "Follower", "FollowerProgress", "RewindRequest", "RewindRequests"]
+__all__ = ["ChainMismatch", "ChainTip", "Follower", "FollowerProgress", "ReplayRequest", "ReplayRequests"]
 
 NO_FINALIZED_TAG_AFTER = 5  # consecutive null answers for 'finalized' before the node counts as lacking it
 
 
-@dataclass(frozen=True)
-class RewindRequest:
-    """A queued `replay --from-block` for the running follower."""
-
-    id: int
-    from_block: int
-
-
 # Failures after which a queued replay request stays queued and is tried again.
-RETRYABLE_REWIND_ERRORS: tuple[type[BaseException], ...] = (
+RETRYABLE_REPLAY_ERRORS: tuple[type[BaseException], ...] = (
     RpcError,
     InconsistentResponse,
     ConcurrentAppend,
@@ -51,19 +44,19 @@ RETRYABLE_REWIND_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class RewindRequests(Protocol):
-    """Where deliberate rewinds come from, and where their outcome goes."""
+class ReplayRequests(Protocol):
+    """Where deliberate replays come from, and where their outcome goes."""
 
-    def next(self) -> RewindRequest | None:
+    def next(self) -> ReplayRequest | None:
         """The oldest request not done yet (it stays pending until `done` or `failed`)."""
 
-    def done(self, request: RewindRequest) -> None:
-        """The rewind needed nothing (the store ends before its block); a stored rewind marks itself done."""
+    def done(self, request: ReplayRequest) -> None:
+        """The replay needed nothing (the store ends before its block); a stored replay marks itself done."""
 
-    def attempt_failed(self, request: RewindRequest, error: str) -> None:
+    def attempt_failed(self, request: ReplayRequest, error: str) -> None:
         """A transient failure: the request stays pending and is tried again; the error is shown to the waiter."""
 
-    def failed(self, request: RewindRequest, error: str) -> None:
+    def failed(self, request: ReplayRequest, error: str) -> None:
         """The request cannot be performed; the waiting command reports the error."""
 
 
@@ -106,7 +99,7 @@ class Follower:
         poll_interval: float = 0.5,
         stop: threading.Event | None = None,
         on_append: Callable[[FollowerProgress, LogsIngested | BlocksReverted], None] | None = None,
-        rewind_requests: RewindRequests | None = None,
+        replay_requests: ReplayRequests | None = None,
         enricher: Enricher | None = None,
         heads: HeadSignal | None = None,
     ):
@@ -121,7 +114,7 @@ class Follower:
         self.poll_interval = poll_interval
         self.stop = stop or threading.Event()
         self.on_append = on_append
-        self.rewind_requests = rewind_requests
+        self.replay_requests = replay_requests
         self.enricher = enricher
         self.heads = heads  # wakes the idle wait when the node announces a block; polling stays the fallback
         self.progress = FollowerProgress()
@@ -145,7 +138,7 @@ class Follower:
         cursor = self._reload_cursor()
         while not self.stop.is_set():
             try:
-                cursor = self._maybe_rewind(cursor)
+                cursor = self._maybe_replay(cursor)
                 cursor, moved = self.step(cursor, to_block)
                 self.progress.last_error = None
                 if to_block is not None and not moved and cursor.indexed_block >= to_block:
@@ -259,7 +252,7 @@ class Follower:
         self._finalized = max(self._finalized, min(head, finalized))
         return ChainTip(head, min(head, self._finalized))
 
-    def rewind(self, cursor: Cursor, from_block: int, request_id: int | None = None) -> Cursor:
+    def replay_from(self, cursor: Cursor, from_block: int, request_id: int | None = None) -> Cursor:
         """A deliberate replay: revert blocks >= from_block and re-ingest from there. With `request_id`, the
         replay request is marked done in the same transaction that stores the revert."""
         from_block = max(from_block, self.start_block)
@@ -295,23 +288,23 @@ class Follower:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _maybe_rewind(self, cursor: Cursor) -> Cursor:
+    def _maybe_replay(self, cursor: Cursor) -> Cursor:
         """Perform the oldest queued replay request; it is marked done only once its revert is stored."""
-        if self.rewind_requests is None:
+        if self.replay_requests is None:
             return cursor
-        request = self.rewind_requests.next()
+        request = self.replay_requests.next()
         if request is None:
             return cursor
         try:
-            moved = self.rewind(cursor, request.from_block, request.id)
-        except RETRYABLE_REWIND_ERRORS as exc:
-            self.rewind_requests.attempt_failed(request, f"{type(exc).__name__}: {db.first_line(exc)}")
+            moved = self.replay_from(cursor, request.from_block, request.id)
+        except RETRYABLE_REPLAY_ERRORS as exc:
+            self.replay_requests.attempt_failed(request, f"{type(exc).__name__}: {db.first_line(exc)}")
             raise
         except Exception as exc:
-            self.rewind_requests.failed(request, f"{type(exc).__name__}: {db.first_line(exc)}")
+            self.replay_requests.failed(request, f"{type(exc).__name__}: {db.first_line(exc)}")
             raise
         if moved is cursor:
-            self.rewind_requests.done(request)
+            self.replay_requests.done(request)
         return moved
 
     def _append_range(self, cursor: Cursor, fetched: FetchedRange, tip: ChainTip, *, window: bool) -> Cursor:

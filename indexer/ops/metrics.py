@@ -20,7 +20,7 @@ from indexer.follow.follower import FollowerProgress
 from indexer.runtime.hooks import Hooks
 from indexer.store.events import BlocksReverted, LogsIngested
 from indexer.store.status import projection_component
-from projections.engine.runner import Tracking
+from projections.engine.runner import ProjectionPosition
 
 log = structlog.get_logger("metrics")
 
@@ -138,7 +138,9 @@ class Metrics:
             f"{PREFIX}_projection_events_applied", "Logs applied to a projection's tables.", ["projection"], registry=r
         )
         self.verify_runs = Counter(
-            f"{PREFIX}_verify_runs", "Automatic verifications by outcome (equal, differences, error).", ["outcome"],
+            f"{PREFIX}_verify_runs",
+            "Automatic verifications by outcome (equal, differences, error).",
+            ["outcome"],
             registry=r,
         )
         self.verify_differences = Gauge(
@@ -177,7 +179,9 @@ class Metrics:
             self.reorg_depth.labels(event.reason).observe(event.to_block - event.from_block + 1)
         self.observe_follower(progress)
 
-    def on_batch(self, projection: str, tracking: Tracking, applied_logs: int, observed_at: list[float]) -> None:
+    def on_batch(
+        self, projection: str, tracking: ProjectionPosition, applied_logs: int, observed_at: list[float]
+    ) -> None:
         """After a projection committed a batch."""
         now = self._clock()
         for seen in observed_at:

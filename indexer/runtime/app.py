@@ -18,55 +18,24 @@ from indexer.decode.decoder import LogDecoder
 from indexer.errors import AlreadyRunning, ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follow.enrichment import Enricher
-from indexer.follow.follower import Follower, RewindRequest
+from indexer.follow.follower import Follower
 from indexer.runtime.hooks import Hooks
 from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
+from indexer.store.replay_queue import ReplayRequestQueue
+from indexer.store.status import write_error
 from indexer.verify.periodic import PeriodicVerifier
 from projections.engine import registry
 from projections.engine.rebuild import RebuildAbandoned, rebuild
-from projections.engine.runner import NeedsRebuild, ProjectionRunner, wait_for_events
+from projections.engine.runner import NeedsRebuild, ProjectionApplier, wait_for_events
 from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
 LOCK_CHECK_EVERY = 1.0  # seconds between checks that the advisory locks are still held
 LOCK_REGAIN_GRACE = 30.0  # seconds a lost lock may stay held elsewhere (a dying session) before the run stops
 
-
-class ReplayRequestQueue:
-    """The `replay_requests` table as the follower's source of rewinds (see RewindRequests)."""
-
-    def __init__(self, dsn: str, schema: str, chain_id: int):
-        self.dsn, self.schema, self.chain_id = dsn, schema, chain_id
-
-    def next(self) -> RewindRequest | None:
-        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-            row = conn.execute(
-                "UPDATE replay_requests SET taken_at = coalesce(taken_at, now()) WHERE id = (SELECT id FROM "
-                "replay_requests WHERE done_at IS NULL AND failed_at IS NULL AND chain_id = %s ORDER BY id LIMIT 1) "
-                "RETURNING id, from_block",
-                (self.chain_id,),
-            ).fetchone()
-        return RewindRequest(int(row[0]), int(row[1])) if row else None
-
-    def done(self, request: RewindRequest) -> None:
-        self._set(request, "done_at = now(), error = NULL", None)
-
-    def attempt_failed(self, request: RewindRequest, error: str) -> None:
-        self._set(request, "error = %s", error)
-
-    def failed(self, request: RewindRequest, error: str) -> None:
-        self._set(request, "failed_at = now(), error = %s", error)
-
-    def _set(self, request: RewindRequest, assignments: str, error: str | None) -> None:
-        params = (error, request.id) if error is not None else (request.id,)
-        try:
-            with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-                conn.execute(f"UPDATE replay_requests SET {assignments} WHERE id = %s", params)
-        except db.TRANSIENT_ERRORS as exc:  # the request stays pending and is tried again
-            log.warning("could not record a replay request's outcome", request=request.id, error=db.first_line(exc))
 
 
 @dataclass
@@ -146,7 +115,7 @@ class Indexer:
             poll_interval=chain.poll_interval,
             stop=self.stop,
             on_append=self.hooks.on_append,
-            rewind_requests=ReplayRequestQueue(self.dsn, self.schema, chain.chain_id),
+            replay_requests=ReplayRequestQueue(self.dsn, self.schema, chain.chain_id),
         )
 
     def heads(self) -> HeadSubscription | None:
@@ -157,8 +126,8 @@ class Indexer:
             return None
         return HeadSubscription(urls, stop=self.stop, connect_timeout=chain.request_timeout).start()
 
-    def runner(self, conn: psycopg.Connection, projections: list[Projection]) -> ProjectionRunner:
-        return ProjectionRunner(
+    def runner(self, conn: psycopg.Connection, projections: list[Projection]) -> ProjectionApplier:
+        return ProjectionApplier(
             self.store,
             conn,
             projections,
@@ -376,10 +345,6 @@ class Indexer:
     def _record_error(self, component: str, message: str) -> None:
         try:
             with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-                conn.execute(
-                    "INSERT INTO sync_status (component, last_error) VALUES (%s, %s) ON CONFLICT (component) "
-                    "DO UPDATE SET last_error = excluded.last_error, updated_at = now()",
-                    (component, message),
-                )
+                write_error(conn, component, message)
         except db.DatabaseUnavailable:
             log.error("could not record the error in sync_status", error=message)

@@ -13,7 +13,7 @@ from indexer.chain.rpc import Observer as RpcObserver
 from indexer.follow.follower import FollowerProgress
 from indexer.store.events import ChainEvent
 from indexer.verify.records import VerifyResult
-from projections.engine.runner import Tracking
+from projections.engine.runner import ProjectionPosition
 
 
 class AppendHook(Protocol):
@@ -26,7 +26,9 @@ class BatchHook(Protocol):
     """Called after every committed projection batch: projection name, its position, logs applied, and the
     time each applied event was observed on chain (seconds since the epoch)."""
 
-    def __call__(self, projection: str, position: Tracking, applied_logs: int, observed_at: list[float], /) -> None: ...
+    def __call__(
+        self, projection: str, position: ProjectionPosition, applied_logs: int, observed_at: list[float], /
+    ) -> None: ...
 
 
 class ReadyHook(Protocol):

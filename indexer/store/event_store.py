@@ -14,7 +14,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from psycopg.conninfo import conninfo_to_dict
 
 from indexer.errors import Retryable
-from indexer.store import db
+from indexer.store import db, replay_queue, status
 from indexer.store import events as ev
 
 EVENTS_TABLE = "stored_events"
@@ -112,19 +112,9 @@ class ChainRecorder(PostgresApplicationRecorder):
             (chain_id, advance.finalized_block - 1),
         )
         # The follower's status row moves with the data it describes, so its counters survive any crash.
-        curs.execute(
-            f"INSERT INTO {schema}.sync_status AS s (component, chain_id, head_block, finalized_block, indexed_block,"
-            " indexed_hash, lag_blocks, lag_seconds, events_processed, undecodable_logs, last_error, updated_at)"
-            " VALUES ('follower', %(chain)s::bigint, %(head)s::bigint, %(fin)s::bigint, %(block)s::bigint, %(hash)s,"
-            " greatest(0, %(head)s::bigint - %(block)s::bigint), %(lag_s)s::double precision,"
-            " %(logs)s::bigint, %(bad)s::bigint, NULL, now())"
-            " ON CONFLICT (component) DO UPDATE SET chain_id = excluded.chain_id,"
-            " head_block = coalesce(excluded.head_block, s.head_block), finalized_block = excluded.finalized_block,"
-            " indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash,"
-            " lag_blocks = greatest(0, coalesce(excluded.head_block, s.head_block) - excluded.indexed_block),"
-            " lag_seconds = coalesce(excluded.lag_seconds, s.lag_seconds),"
-            " events_processed = s.events_processed + excluded.events_processed,"
-            " undecodable_logs = s.undecodable_logs + excluded.undecodable_logs, last_error = NULL, updated_at = now()",
+        status.write_follower(
+            curs,
+            schema,
             {
                 "chain": chain_id,
                 "head": advance.head,
@@ -137,10 +127,7 @@ class ChainRecorder(PostgresApplicationRecorder):
             },
         )
         if advance.replay_request is not None:
-            curs.execute(
-                f"UPDATE {schema}.replay_requests SET done_at = now(), failed_at = NULL, error = NULL WHERE id = %s",
-                (advance.replay_request,),
-            )
+            curs.execute(replay_queue.DONE_SQL.format(schema=schema), (advance.replay_request,))
         # Fails the whole transaction unless the cursor is still where this writer last saw it.
         curs.execute(
             f"SELECT {schema}.rbtc_advance_cursor(%s, %s, %s, %s, %s, %s)",

@@ -77,3 +77,7 @@ def follower_lock(dsn: str, schema: str, chain_id: int) -> AdvisoryLock:
 
 def projection_lock(dsn: str, schema: str, name: str) -> AdvisoryLock:
     return AdvisoryLock(dsn, schema, f"rbtc-projection:{schema}:{name}")
+
+
+def rebuild_lock(dsn: str, schema: str, name: str) -> AdvisoryLock:
+    return AdvisoryLock(dsn, schema, f"rbtc-rebuild:{schema}:{name}")

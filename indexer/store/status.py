@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from indexer.store import db, verify_runs
@@ -16,6 +17,83 @@ PROJECTION_PREFIX = "projection:"
 def projection_component(name: str) -> str:
     """The `sync_status.component` (and metrics label) of a projection."""
     return PROJECTION_PREFIX + name
+
+
+# -- writers: this module owns every statement on sync_status ------------------------------------------------
+
+_FOLLOWER_STATUS = (
+    "INSERT INTO {schema}.sync_status AS s (component, chain_id, head_block, finalized_block, indexed_block,"
+    " indexed_hash, lag_blocks, lag_seconds, events_processed, undecodable_logs, last_error, updated_at)"
+    " VALUES ('follower', %(chain)s::bigint, %(head)s::bigint, %(fin)s::bigint, %(block)s::bigint, %(hash)s,"
+    " greatest(0, %(head)s::bigint - %(block)s::bigint), %(lag_s)s::double precision,"
+    " %(logs)s::bigint, %(bad)s::bigint, NULL, now())"
+    " ON CONFLICT (component) DO UPDATE SET chain_id = excluded.chain_id,"
+    " head_block = coalesce(excluded.head_block, s.head_block), finalized_block = excluded.finalized_block,"
+    " indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash,"
+    " lag_blocks = greatest(0, coalesce(excluded.head_block, s.head_block) - excluded.indexed_block),"
+    " lag_seconds = coalesce(excluded.lag_seconds, s.lag_seconds),"
+    " events_processed = s.events_processed + excluded.events_processed,"
+    " undecodable_logs = s.undecodable_logs + excluded.undecodable_logs, last_error = NULL, updated_at = now()"
+)
+
+
+def write_follower(curs: Any, schema: str, values: dict[str, Any]) -> None:
+    """The follower's row, inside the append transaction (so its counters move with the data they count).
+    `values`: chain, head, fin, block, hash, logs, bad, lag_s."""
+    curs.execute(_FOLLOWER_STATUS.format(schema=schema), values)
+
+
+def write_projection(conn: psycopg.Connection, name: str, indexed_block: int, events_applied: int) -> None:
+    """A projection's row, inside its batch's transaction; lag in blocks and seconds from the follower's row."""
+    conn.execute(
+        "INSERT INTO sync_status (component, indexed_block, events_processed, lag_blocks, updated_at) "
+        "VALUES (%(c)s, %(b)s, %(n)s, NULL, now()) "
+        "ON CONFLICT (component) DO UPDATE SET indexed_block = excluded.indexed_block, "
+        "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
+        "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
+        "              WHERE component = 'follower'), "
+        "lag_seconds = (SELECT CASE WHEN excluded.indexed_block >= indexed_block THEN lag_seconds END "
+        "               FROM sync_status WHERE component = 'follower')",
+        {"c": projection_component(name), "b": indexed_block, "n": events_applied},
+    )
+
+
+def write_caught_up(conn: psycopg.Connection, chain_id: int, names: list[str]) -> None:
+    """Projections that have applied every stored event are as current as the follower's cursor (blocks
+    without logs make no events); only rows that move are written, since this runs on every idle poll."""
+    conn.execute(
+        "UPDATE sync_status AS s SET indexed_block = c.indexed_block, "
+        "lag_blocks = greatest(0, c_status.head_block - c.indexed_block), "
+        "lag_seconds = c_status.lag_seconds, updated_at = now() "
+        "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
+        "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
+        "AND s.component = 'projection:' || t.projection "
+        "AND (s.indexed_block < c.indexed_block OR s.lag_seconds IS DISTINCT FROM c_status.lag_seconds) "
+        "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
+        (chain_id, names),
+    )
+
+
+def write_checked(
+    conn: psycopg.Connection, component: str, block: int, block_hash: str | None, checked: int, problem: str | None
+) -> None:
+    """A checking component's row (e.g. `verify`): the block it checked, how much, and what it found."""
+    conn.execute(
+        "INSERT INTO sync_status (component, indexed_block, indexed_hash, events_processed, last_error) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (component) DO UPDATE SET "
+        "indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash, "
+        "events_processed = excluded.events_processed, last_error = excluded.last_error, updated_at = now()",
+        (component, block, block_hash, checked, problem),
+    )
+
+
+def write_error(conn: psycopg.Connection, component: str, message: str | None) -> None:
+    """Set (or clear, with None) a component's last error."""
+    conn.execute(
+        "INSERT INTO sync_status (component, last_error) VALUES (%s, %s) ON CONFLICT (component) "
+        "DO UPDATE SET last_error = excluded.last_error, updated_at = now()",
+        (component, message),
+    )
 
 
 def _plain(value: Any) -> Any:

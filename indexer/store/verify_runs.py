@@ -11,7 +11,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from indexer.store import db
+from indexer.store import db, status
 
 COMPONENT = "verify"
 
@@ -61,19 +61,9 @@ def record(dsn: str, schema: str, run: VerifyRun) -> int:
         ).fetchone()
         assert row is not None
         if run.block_number is not None and run.outcome != "error":
-            conn.execute(
-                "INSERT INTO sync_status (component, indexed_block, indexed_hash, events_processed, last_error) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (component) DO UPDATE SET "
-                "indexed_block = excluded.indexed_block, indexed_hash = excluded.indexed_hash, "
-                "events_processed = excluded.events_processed, last_error = excluded.last_error, updated_at = now()",
-                (COMPONENT, run.block_number, run.block_hash, run.users_checked, problem),
-            )
+            status.write_checked(conn, COMPONENT, run.block_number, run.block_hash, run.users_checked, problem)
         else:
-            conn.execute(
-                "INSERT INTO sync_status (component, last_error) VALUES (%s, %s) ON CONFLICT (component) "
-                "DO UPDATE SET last_error = excluded.last_error, updated_at = now()",
-                (COMPONENT, problem),
-            )
+            status.write_error(conn, COMPONENT, problem)
         conn.commit()
     return int(row[0])
 

@@ -20,7 +20,8 @@ from indexer.decode.decoder import LogDecoder
 from indexer.errors import Fatal, IndexerError
 from indexer.store import db
 from indexer.store.event_store import EventStore
-from projections.engine.runner import NeedsRebuild, ProjectionRunner
+from indexer.store.locks import AdvisoryLock, rebuild_lock
+from projections.engine.runner import NeedsRebuild, ProjectionApplier
 from projections.models.base import Projection
 
 log = structlog.get_logger("rebuild")
@@ -53,9 +54,6 @@ def _shadow_schema(schema: str, names: list[str]) -> str:
     return f"{schema}_rb_{digest}"
 
 
-def _lock_key(schema: str, projection: str) -> str:
-    return f"rbtc-rebuild:{schema}:{projection}"
-
 
 def rebuild(
     dsn: str,
@@ -77,19 +75,17 @@ def rebuild(
     names = [p.name for p in chosen]
     started = time.monotonic()
     shadow = _shadow_schema(schema, names)
-    with db.connection(dsn, schema, autocommit=True) as lock_conn:
-        taken: list[str] = []
-        try:
-            for name in names:
-                got = lock_conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (_lock_key(schema, name),))
-                row = got.fetchone()
-                if not row or not row[0]:
-                    raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
-                taken.append(name)
-            events_read = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop, decoder)
-        finally:
-            for name in taken:
-                lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(schema, name),))
+    taken: list[AdvisoryLock] = []
+    try:
+        for name in names:
+            lock = rebuild_lock(dsn, schema, name)
+            if not lock.try_acquire():
+                raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
+            taken.append(lock)
+        events_read = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop, decoder)
+    finally:
+        for lock in taken:
+            lock.release()
     result = RebuildResult(names, events_read, time.monotonic() - started)
     log.info(
         "projections rebuilt and swapped in", projections=names, events=events_read, seconds=round(result.seconds, 3)
@@ -116,7 +112,7 @@ def _build_and_swap(
                 conn.execute(
                     sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
                 )
-                runner = ProjectionRunner(
+                runner = ProjectionApplier(
                     store,
                     conn,
                     chosen,
@@ -170,7 +166,7 @@ def _create_shadow(dsn: str, schema: str, shadow: str, projections: list[Project
 
 def _catch_up_and_swap(
     conn: psycopg.Connection,
-    runner: ProjectionRunner,
+    runner: ProjectionApplier,
     schema: str,
     shadow: str,
     projections: list[Projection],

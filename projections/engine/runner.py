@@ -26,7 +26,7 @@ from indexer.decode.decoder import LogDecoder
 from indexer.errors import IndexerError
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
-from indexer.store.status import projection_component
+from indexer.store.status import write_caught_up, write_projection
 from projections.models.base import ZERO_ADDRESS, Log, Projection
 
 log = structlog.get_logger("projections")
@@ -81,7 +81,7 @@ class RevertIndex:
 
 
 @dataclass
-class Tracking:
+class ProjectionPosition:
     """A projection's tracking row.
 
     `finalized_seen`: blocks at or below it are applied without (and pruned from) the undo journal.
@@ -101,7 +101,7 @@ class Tracking:
         return min(self.finalized_seen, self.applied_block)
 
 
-class ProjectionRunner:
+class ProjectionApplier:
     """Applies the store's events to a set of projections, each from its own tracked position.
 
     `conn` is an autocommit connection whose search_path makes unqualified table names reach the projection's
@@ -119,7 +119,7 @@ class ProjectionRunner:
         page_size: int = 50,
         write_status: bool = True,
         stop: threading.Event | None = None,
-        on_batch: Callable[[str, Tracking, int, list[float]], None] | None = None,
+        on_batch: Callable[[str, ProjectionPosition, int, list[float]], None] | None = None,
         decoder: LogDecoder | None = None,
     ):
         self.store = store
@@ -139,7 +139,7 @@ class ProjectionRunner:
                     "INSERT INTO projection_tracking (projection) VALUES (%s) ON CONFLICT DO NOTHING", (p.name,)
                 )
 
-    def positions(self) -> dict[str, Tracking]:
+    def positions(self) -> dict[str, ProjectionPosition]:
         """Each projection's tracking row."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
@@ -147,7 +147,7 @@ class ProjectionRunner:
                 "FROM projection_tracking WHERE projection = ANY(%s)",
                 ([p.name for p in self.projections],),
             )
-            return {r["projection"]: Tracking(**r) for r in cur.fetchall()}
+            return {r["projection"]: ProjectionPosition(**r) for r in cur.fetchall()}
 
     def run_once(self, stop_at: int | None = None) -> int:
         """Apply one page of events to every projection behind it; return the number of stored events read."""
@@ -177,18 +177,7 @@ class ProjectionRunner:
         over blocks without logs (which produce no events): say so in sync_status."""
         if not self.write_status:
             return
-        self.conn.execute(
-            "UPDATE sync_status AS s SET indexed_block = c.indexed_block, "
-            "lag_blocks = greatest(0, c_status.head_block - c.indexed_block), "
-            "lag_seconds = c_status.lag_seconds, updated_at = now() "
-            "FROM follower_cursor AS c, projection_tracking AS t, sync_status AS c_status "
-            "WHERE c.chain_id = %s AND c_status.component = 'follower' AND t.projection = ANY(%s) "
-            "AND s.component = 'projection:' || t.projection "
-            # runs on every idle poll: write only what moves
-            "AND (s.indexed_block < c.indexed_block OR s.lag_seconds IS DISTINCT FROM c_status.lag_seconds) "
-            "AND t.notification_id >= (SELECT coalesce(max(notification_id), 0) FROM stored_events)",
-            (chain_id, [p.name for p in self.projections]),
-        )
+        write_caught_up(self.conn, chain_id, [p.name for p in self.projections])
         # The tables reflect the cursor's block too: publish it (a new data version, nothing touched).
         self.conn.execute(
             "SELECT rbtc_publish(t.projection, c.indexed_block, c.indexed_hash, NULL, ARRAY[]::text[]) "
@@ -220,7 +209,7 @@ class ProjectionRunner:
         self.reverts.refresh(self.store.max_notification_id())
         return [name for name, state in self.positions().items() if self._stale_revert(state) is not None]
 
-    def _stale_revert(self, state: Tracking) -> int | None:
+    def _stale_revert(self, state: ProjectionPosition) -> int | None:
         """The first block of a revert stored after `state`'s position that the journal cannot undo, if any.
 
         Logs that a later revert orphans are skipped when applied (whenever the revert is already stored), so a
@@ -243,7 +232,7 @@ class ProjectionRunner:
                 )
                 row = cur.fetchone()
             assert row is not None
-            state = Tracking(**row)
+            state = ProjectionPosition(**row)
             todo = [(nid, e) for nid, e in decoded if nid > state.notification_id]
             if not todo:
                 return
@@ -276,7 +265,7 @@ class ProjectionRunner:
             self.on_batch(projection.name, state, applied, latencies)
 
     def _apply_events(
-        self, projection: Projection, state: Tracking, todo: list[tuple[int, ev.ChainEvent | None]]
+        self, projection: Projection, state: ProjectionPosition, todo: list[tuple[int, ev.ChainEvent | None]]
     ) -> tuple[int, list[float]]:
         final: list[Log] = []
         applied = 0
@@ -337,7 +326,9 @@ class ProjectionRunner:
     def _set_undo_block(self, block: int | None) -> None:
         self.conn.execute("SELECT set_config('rbtc.undo_block', %s, true)", ("" if block is None else str(block),))
 
-    def _publish(self, projection: Projection, state: Tracking, todo: list[tuple[int, ev.ChainEvent | None]]) -> None:
+    def _publish(
+        self, projection: Projection, state: ProjectionPosition, todo: list[tuple[int, ev.ChainEvent | None]]
+    ) -> None:
         """Record this commit's data version and block, and notify readers (inside the commit: they see the
         notification only once the rows are visible)."""
         block_hash: str | None = None
@@ -366,18 +357,8 @@ class ProjectionRunner:
             ),
         )
 
-    def _write_status(self, name: str, state: Tracking) -> None:
-        self.conn.execute(
-            "INSERT INTO sync_status (component, indexed_block, events_processed, lag_blocks, updated_at) "
-            "VALUES (%(c)s, %(b)s, %(n)s, NULL, now()) "
-            "ON CONFLICT (component) DO UPDATE SET indexed_block = excluded.indexed_block, "
-            "events_processed = excluded.events_processed, last_error = NULL, updated_at = now(), "
-            "lag_blocks = (SELECT greatest(0, head_block - excluded.indexed_block) FROM sync_status "
-            "              WHERE component = 'follower'), "
-            "lag_seconds = (SELECT CASE WHEN excluded.indexed_block >= indexed_block THEN lag_seconds END "
-            "               FROM sync_status WHERE component = 'follower')",
-            {"c": projection_component(name), "b": state.indexed_block, "n": state.events_applied},
-        )
+    def _write_status(self, name: str, state: ProjectionPosition) -> None:
+        write_projection(self.conn, name, state.indexed_block, state.events_applied)
 
 
 def wait_for_events(conn: psycopg.Connection, timeout: float) -> bool:

@@ -115,7 +115,7 @@ def test_replay_rebuild_and_restart_on_a_real_size_store(database_url, schema, t
     assert logs == total_logs
     assert_tables_match_model(database_url, schema, expected)
 
-    # Daemon stopped: the command rewinds, re-ingests, and rebuilds what the undo journal cannot undo.
+    # Daemon stopped: the command replays: reverts, re-ingests, and rebuilds what the undo journal cannot undo.
     near_start = info.start_block + 5
     figures["replay_near_start_stopped_s"] = _timed(config, "replay", "--from-block", str(near_start))
     assert_tables_match_model(database_url, schema, expected)

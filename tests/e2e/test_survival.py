@@ -193,7 +193,7 @@ def test_a_replay_request_is_done_only_once_performed(database_url, schema, chai
         daemon = start_daemon(config, "run")
         try:
             wait_for_model(database_url, schema, driver.model.expected_tables())
-            # The rewind reads the block below it: refused, so the rewind fails (and the follower's rounds too).
+            # The replay reads the block below it: refused, so the replay fails (and the follower's rounds too).
             proxy.configure(refuse_methods=frozenset({"eth_getBlockByNumber"}))
             waited = cli(config, "replay", "--from-block", str(deployment.start_block + 3), "--timeout", "6")
             assert waited.returncode == 1, waited.stdout

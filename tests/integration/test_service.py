@@ -34,7 +34,7 @@ from indexer.ops.systemd import Heartbeat, Notifier, Watchdog, watchdog_period
 from indexer.runtime.app import Hooks, Indexer, RunState
 from indexer.runtime.plan import RunPlan
 from indexer.store.events import BlocksReverted, LogsIngested
-from projections.engine.runner import Tracking
+from projections.engine.runner import ProjectionPosition
 from tests.support.protocol_logs import event_log
 from tests.support.simchain import SimChain
 from tests.support.tables import make_config
@@ -249,7 +249,7 @@ def test_metrics_move_when_hooks_are_called(metrics_server):
     hooks.on_append(progress, BlocksReverted(chain_id=1, from_block=48, to_block=50, reason="reorg"))
     hooks.rpc_observer("eth_getLogs", "http://node", 0.02, None)
     hooks.rpc_observer("eth_getLogs", "http://node", 10.0, "timeout")
-    tracking = Tracking("balances", notification_id=3, finalized_seen=100, indexed_block=40, events_applied=5)
+    tracking = ProjectionPosition("balances", notification_id=3, finalized_seen=100, indexed_block=40, events_applied=5)
     hooks.on_batch("balances", tracking, 5, [time.time() - 0.2, time.time() - 0.3])
     metrics.observe_follower(progress, span=750)
 
@@ -281,7 +281,7 @@ def test_ready_passes_carry_projections_over_empty_blocks():
     metrics = Metrics()
     progress = FollowerProgress(head=200, finalized=190, indexed_block=200)
     metrics.observe_follower(progress)
-    metrics.on_batch("balances", Tracking("balances", 1, 190, 150, 0), 0, [])
+    metrics.on_batch("balances", ProjectionPosition("balances", 1, 190, 150, 0), 0, [])
     metrics.on_ready()  # the first pass only notes where the follower is
     assert metrics.indexed()["projection:balances"] == 150
     metrics.on_ready()  # the next pass applied everything stored by then

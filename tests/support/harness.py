@@ -15,7 +15,7 @@ from indexer.follow.follower import Follower
 from indexer.store import db
 from indexer.store.event_store import Cursor, EventStore
 from projections.engine import registry
-from projections.engine.runner import NeedsRebuild, ProjectionRunner
+from projections.engine.runner import NeedsRebuild, ProjectionApplier
 
 STATE_TABLES = (
     "stored_events",
@@ -44,7 +44,7 @@ class Harness:
         self.rpc: RpcClient | None = None
         self.follower: Follower | None = None
         self.cursor: Cursor | None = None
-        self.runner: ProjectionRunner | None = None
+        self.runner: ProjectionApplier | None = None
 
     def connect_chain(self, url: str, *, span: int = 16) -> None:
         """(Re)build the follower and runner for a chain at `url`, from the store's cursor."""
@@ -70,7 +70,7 @@ class Harness:
             poll_interval=0.01,
         )
         self.cursor = self.store.cursor(chain.chain_id, self.config.start_block())
-        self.runner = ProjectionRunner(
+        self.runner = ProjectionApplier(
             self.store, self.conn, registry.build(), journal_schema=self.schema, table_schema=self.schema, page_size=7
         )
 
