@@ -67,6 +67,7 @@ class FetchedRange:
         return self.headers[self.to_block]
 
 
+HEADER_BATCH = 100  # headers per JSON-RPC batch
 TARGET_LOGS = 6_000
 
 
@@ -107,7 +108,7 @@ Completeness = Literal["receipts", "bloom"]
 class LogFetcher:
     """Fetches every log of the watched addresses in a block range, validated against block headers.
 
-    Completeness "receipts": every header of the range is fetched (in sub-batches of `header_batch`), and
+    Completeness "receipts": every header of the range is fetched (in JSON-RPC batches of HEADER_BATCH), and
     receipts confirm the blocks holding returned logs and clear the blocks whose bloom only *may* hold a
     watched log; a node that answers eth_getLogs with an empty or cut list is caught and the round retried.
     Completeness "bloom": only the range's first and last headers and those of blocks with logs are fetched,
@@ -126,7 +127,6 @@ class LogFetcher:
         completeness: Completeness = "receipts",
         fetch_receipts: bool = True,
         watched_topics: set[str] | None = None,
-        header_batch: int = 100,
         receipts: ReceiptFetcher | None = None,
     ):
         """`start_blocks` maps each watched address (lower-case) to the first block whose logs count."""
@@ -135,7 +135,6 @@ class LogFetcher:
         self.span = span
         self.completeness = completeness
         self.fetch_receipts = fetch_receipts
-        self.header_batch = header_batch
         self.receipt_fetcher = receipts or ReceiptFetcher(rpc)
         self._bloom_bits = {a: bloom_bits(bytes.fromhex(a[2:])) for a in self.start_blocks}
         self._topic_bits = [bloom_bits(bytes.fromhex(t[2:])) for t in sorted(watched_topics or ())]
@@ -197,8 +196,8 @@ class LogFetcher:
 
     def _headers(self, numbers: Sequence[int]) -> dict[int, Header]:
         headers: dict[int, Header] = {}
-        for i in range(0, len(numbers), self.header_batch):
-            chunk = numbers[i : i + self.header_batch]
+        for i in range(0, len(numbers), HEADER_BATCH):
+            chunk = numbers[i : i + HEADER_BATCH]
             raws = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in chunk])
             headers.update({n: self._header(n, raw) for n, raw in zip(chunk, raws, strict=True)})
         return headers

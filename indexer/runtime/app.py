@@ -24,6 +24,7 @@ from indexer.runtime.plan import RunPlan
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
+from indexer.store.range_hints import RangeHints
 from indexer.store.replay_queue import ReplayRequestQueue
 from indexer.store.status import write_error
 from indexer.verify.periodic import PeriodicVerifier
@@ -58,6 +59,7 @@ class Indexer:
         self.stop = stop or threading.Event()
         self.hooks = hooks or Hooks()
         self.state = RunState()
+        self.range_hints = RangeHints(self.dsn, self.schema, config.chain.chain_id)
         self._last_rpc_report = -1e9
 
     # -- building blocks ----------------------------------------------------------------------------
@@ -93,7 +95,9 @@ class Indexer:
     def follower(self) -> Follower:
         chain = self.config.chain
         span = AdaptiveSpan(
-            self._learned_span() or chain.initial_block_range, chain.max_block_range, on_change=self._remember_span
+            self.range_hints.learned() or chain.initial_block_range,
+            chain.max_block_range,
+            on_change=self.range_hints.remember,
         )
         return Follower(
             chain_id=chain.chain_id,
@@ -313,26 +317,6 @@ class Indexer:
             return False
         cursor = self.store.cursor(self.config.chain.chain_id, self.config.start_block())
         return cursor.indexed_block >= to_block
-
-    # -- replay requests ------------------------------------------------------------------------------
-
-    def _learned_span(self) -> int | None:
-        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT block_range FROM rpc_range_hints WHERE endpoint = %s", (self._span_key(),)
-            ).fetchone()
-        return int(row[0]) if row else None
-
-    def _remember_span(self, span: int) -> None:
-        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO rpc_range_hints (endpoint, block_range) VALUES (%s, %s) ON CONFLICT (endpoint) "
-                "DO UPDATE SET block_range = excluded.block_range, updated_at = now()",
-                (self._span_key(), span),
-            )
-
-    def _span_key(self) -> str:
-        return f"chain:{self.config.chain.chain_id}"
 
     def _report_rpc_failure(self, message: str) -> None:
         """Record the latest RPC failure in sync_status, at most every few seconds."""
