@@ -203,9 +203,10 @@ class Indexer:
             )
         follower_done = threading.Event()
         threads = []
+        heads: HeadSubscription | None = None
         if want_follower:
             follower = self.follower()
-            follower.heads = self.heads()
+            follower.heads = heads = self.heads()
             self.state.follower = follower
 
             def follow() -> None:
@@ -229,11 +230,15 @@ class Indexer:
             projections=[p.name for p in projections],
             to_block=to_block,
         )
-        while any(t.is_alive() for t in threads):
-            if self.state.failure is not None:
-                self.stop.set()
-            for t in threads:
-                t.join(timeout=0.2)
+        try:
+            while any(t.is_alive() for t in threads):
+                if self.state.failure is not None:
+                    self.stop.set()
+                for t in threads:
+                    t.join(timeout=0.2)
+        finally:
+            if heads is not None:
+                heads.close()
         failure = self.state.failure
         if isinstance(failure, ReorgBelowFinality):
             self._record_error("follower", str(failure))

@@ -157,3 +157,18 @@ def test_subscribe_heads_false_turns_the_subscription_off(database_url, schema) 
         database_url, schema, ["http://127.0.0.1:1"], {}, subscribe_heads=False, ws_urls=["ws://127.0.0.1:1"]
     )
     assert Indexer(config).heads() is None
+
+
+def test_a_finished_run_leaves_no_subscription_behind(database_url, schema, node) -> None:
+    """`run --to-block` returns with its newHeads thread stopped (an embedding process keeps no thread
+    reconnecting to a node it no longer uses)."""
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    deployment = Deployment.deploy(w3)
+    ScenarioDriver(w3, deployment, seed=6, users=3).run(3)
+    config = make_config(database_url, schema, [node.url], deployment.addresses, start_block=deployment.start_block)
+    before = {t for t in threading.enumerate() if t.name == "heads"}
+    indexer = Indexer(config)
+    assert indexer.run(to_block=w3.eth.block_number) == ExitCode.OK
+    assert indexer.state.follower is not None and indexer.state.follower.heads is not None
+    left = {t for t in threading.enumerate() if t.name == "heads" and t.is_alive()} - before
+    assert not left, "the newHeads thread outlived the run"
