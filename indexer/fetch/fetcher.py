@@ -13,6 +13,7 @@ may hold a watched address and topic0 with no returned log is confirmed or clear
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -325,6 +326,7 @@ class LogFetcher:
                 lg["block_timestamp"] = headers[lg["block_number"]].timestamp
 
 
+@functools.lru_cache(maxsize=4096)  # a few addresses and topic0s recur in every log
 def bloom_bits(value: bytes) -> tuple[int, int, int]:
     """The three bit positions a value sets in a 2048-bit logs bloom (yellow paper, M3:2048)."""
     digest = keccak(value)
