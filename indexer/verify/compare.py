@@ -39,7 +39,7 @@ NO_GETTER: tuple[Unchecked, ...] = (
         for c in ("last_sync_block", "last_sync_time", "last_sync_delta", "last_sync_fee_wei")
     ),
     Unchecked("balances.updated_block", "indexer bookkeeping, not chain state"),
-    Unchecked("yield_scales_participants.is_active", "no getter: the pool has no leave function or active flag"),
+    Unchecked("yield_scales_participants.is_active", "no getter: participants(address) has no active flag"),
     Unchecked("yield_scales_participants.updated_block", "indexer bookkeeping, not chain state"),
     Unchecked("transactions.*", "one row per log; no getter holds past transactions"),
     Unchecked("oracle_operations_log.*", "one row per log; no getter holds past oracle operations"),
