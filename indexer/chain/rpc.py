@@ -3,7 +3,8 @@
 Knows JSON-RPC and nothing about tables or contracts. Transport failures, HTTP 5xx, 429 (honouring
 Retry-After) and transient JSON-RPC errors are retried with capped exponential backoff, moving to the next
 healthy endpoint; errors that cannot succeed on retry (invalid params, unknown method) fail at once; errors
-saying a log query is too large are raised as RangeTooLarge, with the provider's suggested range if given.
+saying a log query is too large are raised as RangeTooLarge, with the provider's suggested range if given;
+errors saying the node has no state at the block asked (a full node prunes old state) as StatePruned, at once.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ _RATE_LIMIT_CODES = {-32005, -32012, -32016, -32021, -32022, -32029, 429}
 # Codes that mean "this query is too large" whatever the message says (-32614 QuickNode, -32020 MegaETH).
 _RANGE_CODES = {-32614, -32020}
 _FINAL_CODES = {-32601, -32602, -32600, -32700}
+# The wording of "this node has no state at that block" (geth, erigon, reth, nethermind); retrying cannot help.
+_STATE_PRUNED = re.compile(
+    r"(missing trie node|state.{0,40}(not available|unavailable|pruned)|historical state|required historical"
+    r"|state histor)",
+    re.IGNORECASE,
+)
 
 
 class RpcError(Retryable):
@@ -73,6 +80,13 @@ class RateLimited(RpcError):
         self.retry_after = retry_after
 
 
+class StatePruned(RpcError):
+    """The node has no state at the block asked (a full node keeps only recent state); not retried."""
+
+    def __init__(self, message: str, *, code: int | None, endpoint: str):
+        super().__init__(message, code=code, endpoint=endpoint, retryable=False)
+
+
 class ChainMismatch(ConfigError):
     """An RPC endpoint serves another chain than the configuration names (a configuration error: exit 2)."""
 
@@ -92,6 +106,8 @@ def classify_error(error: dict[str, Any], endpoint: str) -> RpcError:
         return RangeTooLarge(message, code=code, endpoint=endpoint, suggested=_suggested_span(message))
     if code in _RATE_LIMIT_CODES:
         return RateLimited(message, endpoint=endpoint, retry_after=None)
+    if _STATE_PRUNED.search(message):
+        return StatePruned(message, code=code, endpoint=endpoint)
     return RpcError(message, code=code, endpoint=endpoint, retryable=code not in _FINAL_CODES)
 
 

@@ -6,11 +6,12 @@
   `updateRBTCContribution(user, amount)` call (selector 0x8251c97f) becomes a `ContributionUpdated`
   observation at that log's position.
 - Dispute state: `resolveDispute` emits nothing, so for every user with an open dispute the pool's
-  `isDisputed(address)` is read by eth_call at the range's last block, once that block is recent enough for
-  a full node to hold its state (`state_window` blocks below the head; older ranges keep the disputes open
-  and are checked later). When it turned false, the first block where it is false is found by bisection
-  (within the state window) and a `DisputeStateObserved` observation is stored at the end of that block:
-  the earliest block at which the closing could be seen, not necessarily the resolving transaction's.
+  `isDisputed(address)` is read by eth_call at the range's last block. A node that serves that state (an
+  archive node, or any node for the last `state_window` blocks) answers; a full node that pruned it does not,
+  and the disputes stay open until a range recent enough is read. When it turned false, the first block where
+  it is false is found by bisection (down to the oldest block the node still serves) and a
+  `DisputeStateObserved` observation is stored at the end of that block: the earliest block at which the
+  closing could be seen, not necessarily the resolving transaction's.
 
 Observations are records shaped like decoded logs (role, event, args, block, position) with `source` naming
 where they came from, so projections fold them like logs and a rebuild needs no RPC.
@@ -23,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from indexer.chain.rpc import RpcClient, RpcError
+from indexer.chain.rpc import RpcClient, RpcError, StatePruned
 from indexer.fetch.fetcher import FetchedRange, Header, InconsistentResponse
 from indexer.fetch.receipts import Receipt
 from indexer.records import DecodedLog, Observation, TxFacts
@@ -193,18 +194,21 @@ class Enricher:
             u: (fetched.from_block - 1, pool) for u, pool in self.open_disputes.items()
         }
         candidates.update(filed)
+        if not candidates:
+            return []
         end = fetched.to_block
         oldest_state = head - self.state_window
-        if not candidates or end < oldest_state:
-            self.open_disputes.update({u: pool for u, (_, pool) in filed.items()})
-            return []  # too old for a full node's state: checked once the follower is near the head
         users = sorted(candidates)
         try:
             states = self._is_disputed([(candidates[u][1], u) for u in users], end)
         except RpcError as exc:
             if "revert" not in str(exc).lower():
-                log.warning("isDisputed not answered; disputes stay open until a later range", error=str(exc)[:200])
                 self.open_disputes.update({u: pool for u, (_, pool) in filed.items()})
+                # Below the state window a full node has pruned the state: expected, checked in a later range.
+                quiet = isinstance(exc, StatePruned) and end < oldest_state
+                (log.debug if quiet else log.warning)(
+                    "isDisputed not answered; disputes stay open until a later range", block=end, error=str(exc)[:200]
+                )
                 return []
             # A pool that does not answer isDisputed would stall the follower for ever: stop asking, loudly.
             log.error(
@@ -221,10 +225,13 @@ class Enricher:
                 self.open_disputes[user] = pool
                 continue
             self.open_disputes.pop(user, None)
-            filed_at_low = user in filed
-            if low < oldest_state:
-                low, filed_at_low = oldest_state, True  # open before the state window: probe its first block
-            block = self._first_undisputed(pool, user, low, end, filed_at_low=filed_at_low)
+            block = self._first_undisputed(pool, user, low, end, filed_at_low=user in filed)
+            if block is None and low < oldest_state < end:
+                # The node has no state that old: place it within the window it must serve.
+                block = self._first_undisputed(pool, user, oldest_state, end, filed_at_low=True)
+            if block is None:
+                log.info("no state to place a dispute resolution exactly; using the range end", user=user, block=end)
+                block = end
             header = fetched.headers.get(block) or self._header(block)
             out.append(
                 observation(
@@ -253,9 +260,9 @@ class Enricher:
             out.append(int(answer, 16) != 0)
         return out
 
-    def _first_undisputed(self, pool: str, user: str, low: int, high: int, *, filed_at_low: bool) -> int:
+    def _first_undisputed(self, pool: str, user: str, low: int, high: int, *, filed_at_low: bool) -> int | None:
         """The first block where the dispute is closed: in (low, high] when it was open at `low`; `low` itself
-        when it is closed there already (`filed_at_low`: it was filed, or first probed, in that block). `high` if
+        when it is closed there already (`filed_at_low`: it was filed, or first probed, in that block). None if
         the node has no state that old."""
         try:
             if filed_at_low and not self._is_disputed([(pool, user)], low)[0]:
@@ -267,7 +274,8 @@ class Enricher:
                 else:
                     high = middle
         except RpcError as exc:
-            log.warning("no state to place a dispute resolution exactly; using the range end", error=str(exc)[:200])
+            log.debug("isDisputed not answered while bisecting", low=low, high=high, error=str(exc)[:200])
+            return None
         return high
 
     def _header(self, number: int) -> Header:

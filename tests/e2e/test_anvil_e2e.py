@@ -17,6 +17,7 @@ from indexer.runtime.app import Indexer
 from tests.support.anvil import start_anvil
 from tests.support.compare import assert_every_log_stored_once, assert_tables_match_model, wait_for_model
 from tests.support.daemon import cli, start_daemon, write_config
+from tests.support.faultproxy import FaultProxy
 from tests.support.scenario import Deployment, ScenarioDriver
 from tests.support.tables import make_config, read_tables
 
@@ -196,3 +197,46 @@ def test_replay_with_no_daemon_running_re_ingests_without_duplicates(database_ur
     emitters = [Web3.to_checksum_address(a) for a in deployment.addresses.values()]
     replayed = len(w3.eth.get_logs({"fromBlock": deployment.start_block + 5, "toBlock": head, "address": emitters}))
     assert logs_after_revert == replayed  # exactly the replayed blocks' logs were appended again
+
+
+@pytest.fixture
+def resolved_far_below_the_head(chain):
+    """A scenario with disputes filed and resolved, then 500 empty blocks: (node, deployment, model, last block)."""
+    node, w3, deployment = chain
+    driver = ScenarioDriver(w3, deployment, seed=11, users=8)
+    driver.run_cases()
+    driver.run(40)
+    stop_at = w3.eth.block_number
+    w3.provider.make_request("anvil_mine", [hex(500)])  # the head is now far beyond any state window
+    expected = driver.model.expected_tables()
+    assert [r for r in expected["yield_scales_participants"] if not r["is_disputed"]], "no dispute was resolved"
+    return node, deployment, driver.model, stop_at
+
+
+def test_a_backfill_that_stops_far_below_the_head_sees_dispute_resolutions(
+    database_url, schema, resolved_far_below_the_head
+):
+    """`resolveDispute` emits nothing; a node that serves old state (an archive node, anvil) must still let a
+    run that ends far below the head (`--to-block`) close the disputes resolved before its last block."""
+    node, deployment, model, stop_at = resolved_far_below_the_head
+    config = make_config(database_url, schema, [node.url], deployment.addresses, start_block=deployment.start_block)
+    assert Indexer(config).run(to_block=stop_at) == ExitCode.OK
+    assert_tables_match_model(database_url, schema, model.expected_tables())
+
+
+def test_a_pruned_node_shows_resolutions_once_the_follower_reaches_its_state(
+    database_url, schema, resolved_far_below_the_head
+):
+    """A full node keeps state for the last blocks only: below them the disputes stay open (nothing can tell
+    otherwise), and a run that goes on to the head closes them; no error stops the follower on the way."""
+    node, deployment, model, stop_at = resolved_far_below_the_head
+    with FaultProxy(node.url) as proxy:
+        proxy.configure(state_blocks=64)
+        config = make_config(
+            database_url, schema, [proxy.url], deployment.addresses, start_block=deployment.start_block
+        )
+        assert Indexer(config).run(to_block=stop_at) == ExitCode.OK
+        assert proxy.stats["pruned_state"] > 0
+        assert_tables_match_model(database_url, schema, model.expected_tables(resolutions_visible=False))
+        assert Indexer(config).run(to_block=stop_at + 500) == ExitCode.OK
+    assert_tables_match_model(database_url, schema, model.expected_tables())

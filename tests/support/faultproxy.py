@@ -38,6 +38,7 @@ FAULT_OPTIONS = (
     "strip_block_timestamp",
     "refuse_methods",
     "chain_id",
+    "state_blocks",
 )
 STAT_KEYS = (
     "requests",
@@ -57,6 +58,7 @@ STAT_KEYS = (
     "internal_error",
     "restarts",
     "null_finalized",
+    "pruned_state",
 )
 _RANGE_STYLES = 3
 
@@ -130,6 +132,7 @@ class FaultProxy:
         self.strip_block_timestamp = False  # drop `blockTimestamp` from eth_getLogs answers (older nodes)
         self.refuse_methods: frozenset[str] = frozenset()  # answered with "invalid params" (-32602, not retryable)
         self.chain_id: int | None = None  # answer eth_chainId with this (a node of another chain)
+        self.state_blocks: int | None = None  # a full node: eth_call only within this many blocks of the head
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -167,6 +170,7 @@ class FaultProxy:
             strip_block_timestamp=False,
             refuse_methods=frozenset(),
             chain_id=None,
+            state_blocks=None,
         )
 
     @property
@@ -372,11 +376,22 @@ class FaultProxy:
                 return plan
             if method == "eth_getLogs" and params and isinstance(params[0], dict):
                 return self._plan_get_logs(call, params[0], view)
+            if method == "eth_call" and self.state_blocks is not None and len(params) > 1:
+                self._check_state(params[1], view)
             if self.lag_blocks > 0:
                 return self._plan_lagged(call, method, params, view)
         except _CallError as exc:
             return _Plan(call, local={"error": exc.error})
         return _Plan(call)
+
+    def _check_state(self, tag: Any, view: _View) -> None:
+        """A pruned full node: state older than `state_blocks` below the head is gone (geth's answer)."""
+        if not isinstance(tag, str):
+            return
+        assert self.state_blocks is not None
+        if view.resolve(tag) < view.head() - self.state_blocks:
+            self._bump("pruned_state")
+            raise _CallError({"code": -32000, "message": "missing trie node 5a3e (path ) state is not available"})
 
     def _take_null_finalized(self) -> bool:
         with self._lock:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from indexer.chain.rpc import RangeTooLarge, RateLimited, RpcClient, RpcError, classify_error
+from indexer.chain.rpc import RangeTooLarge, RateLimited, RpcClient, RpcError, StatePruned, classify_error
 from indexer.errors import Fatal, IndexerError, Retryable
 
 ENDPOINT = "https://provider.example/…"
@@ -226,7 +226,24 @@ def test_other_errors_may_pass_on_a_retry(provider: str, body: dict[str, Any]) -
     assert exc.code == body.get("code")
 
 
-ALL = RANGE_REFUSALS + RATE_LIMITS + FINAL + TRANSIENT
+# A full node asked for state it has pruned (the message texts of geth, erigon/reth and nethermind).
+STATE_PRUNED = [
+    ("geth", error(-32000, "missing trie node 3f5e1c (path ) state 0x3f5e... is not available")),
+    ("erigon", error(-32000, "historical state not available in path scheme yet")),
+    ("reth", error(-32000, "state at block #19000000 is pruned")),
+    ("nethermind", error(-32002, "Requires historical state which is not available")),
+]
+
+
+@pytest.mark.parametrize(("provider", "body"), STATE_PRUNED, ids=ids(STATE_PRUNED))
+def test_pruned_state_is_final_not_an_endpoint_failure(provider: str, body: dict[str, Any]) -> None:
+    """Retrying cannot bring back pruned state: it fails at once and leaves the endpoint healthy."""
+    exc = classify_error(body, ENDPOINT)
+    assert isinstance(exc, StatePruned), f"{provider}: {type(exc).__name__} {exc}"
+    assert exc.retryable is False
+
+
+ALL = RANGE_REFUSALS + RATE_LIMITS + FINAL + TRANSIENT + STATE_PRUNED
 
 
 @pytest.mark.parametrize(("provider", "body"), ALL, ids=[f"{i}-{name}" for i, (name, _) in enumerate(ALL)])
