@@ -365,6 +365,17 @@ def test_a_stuck_follower_turns_health_and_readiness_red_and_stops_the_watchdog(
 SECRET = "pl4nt3dS3cr3t"
 
 
+def _wait_until_ready(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            assert time.monotonic() < deadline, f"/readyz not 200 within {timeout}s"
+            time.sleep(0.1)
+
+
 def test_no_planted_secret_reaches_logs_metrics_or_status(database_url, schema, chain, tmp_path):
     node, w3, deployment = chain
     driver = ScenarioDriver(w3, deployment, seed=16, users=4)
@@ -391,6 +402,7 @@ def test_no_planted_secret_reaches_logs_metrics_or_status(database_url, schema, 
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for_model(database_url, schema, driver.model.expected_tables())
+            _wait_until_ready(base)  # the tables can match a moment before the ready pass runs
             for path in ("/metrics", "/status", "/healthz", "/readyz"):
                 with urllib.request.urlopen(base + path, timeout=5) as response:
                     outputs.append(response.read().decode())
