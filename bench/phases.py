@@ -21,12 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import requests
 
 from bench.api import run_api_bench
 from bench.baseline import run_baseline
 from bench.ceiling import fetch_and_parse
-from bench.chain import CACHE_DIR, ChainInfo, ChainParams, cached_chain, fingerprint, load_chain, read_model
+from bench.chain import (
+    CACHE_DIR,
+    ChainInfo,
+    ChainParams,
+    RawRpc,
+    cached_chain,
+    fingerprint,
+    load_chain,
+    read_model,
+)
 from bench.enrichment import enrichment_cost
 from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild, stored_logs, tables_match
 from bench.report import Report, say
@@ -114,9 +122,8 @@ def _expected(chain: LoadedChain, to_block: int) -> dict[str, list[dict[str, Any
 
 
 def _serves_past_state(rpc_url: str, block: int) -> bool:
-    """Whether the node answers eth_call at a past block (an archive node does; a restored anvil does not)."""
-    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [ZERO_ADDRESS, hex(block)]}
-    return "result" in requests.post(rpc_url, json=body, timeout=30).json()
+    """Whether the node answers state reads at a past block (an archive node does; a restored anvil does not)."""
+    return RawRpc(rpc_url).batch([("eth_getBalance", [ZERO_ADDRESS, hex(block)])], errors=False)[0] is not None
 
 
 def _ceiling(bench: Bench, chain: LoadedChain, to_block: int, metric: str) -> float | None:

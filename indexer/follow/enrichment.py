@@ -104,6 +104,9 @@ class Enricher:
         self.disputes = disputes and any(r == POOL_ROLE for r in self.roles.values())
         self.state_window = state_window
         self.open_disputes: dict[str, str] | None = None  # user -> pool address; None until loaded
+        # Set by the first StatePruned answer below the window: the node is a full node, and state reads older
+        # than the window are not tried again (a backfill would otherwise pay a refused call per range).
+        self.prunes_old_state = False
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -198,17 +201,28 @@ class Enricher:
             return []
         end = fetched.to_block
         oldest_state = head - self.state_window
+        if self.prunes_old_state and end < oldest_state:
+            self.open_disputes.update({u: pool for u, (_, pool) in filed.items()})
+            return []  # the node has no state this old: checked once the follower is within the window
         users = sorted(candidates)
         try:
             states = self._is_disputed([(candidates[u][1], u) for u in users], end)
         except RpcError as exc:
             if "revert" not in str(exc).lower():
                 self.open_disputes.update({u: pool for u, (_, pool) in filed.items()})
-                # Below the state window a full node has pruned the state: expected, checked in a later range.
-                quiet = isinstance(exc, StatePruned) and end < oldest_state
-                (log.debug if quiet else log.warning)(
-                    "isDisputed not answered; disputes stay open until a later range", block=end, error=str(exc)[:200]
-                )
+                if isinstance(exc, StatePruned) and end < oldest_state:
+                    self.prunes_old_state = True
+                    log.info(
+                        "the node keeps no state this old; open disputes are read within its state window",
+                        block=end,
+                        state_window=self.state_window,
+                    )
+                else:
+                    log.warning(
+                        "isDisputed not answered; disputes stay open until a later range",
+                        block=end,
+                        error=str(exc)[:200],
+                    )
                 return []
             # A pool that does not answer isDisputed would stall the follower for ever: stop asking, loudly.
             log.error(
@@ -225,7 +239,9 @@ class Enricher:
                 self.open_disputes[user] = pool
                 continue
             self.open_disputes.pop(user, None)
-            block = self._first_undisputed(pool, user, low, end, filed_at_low=user in filed)
+            block = None
+            if not (self.prunes_old_state and low < oldest_state):
+                block = self._first_undisputed(pool, user, low, end, filed_at_low=user in filed)
             if block is None and low < oldest_state < end:
                 # The node has no state that old: place it within the window it must serve.
                 block = self._first_undisputed(pool, user, oldest_state, end, filed_at_low=True)

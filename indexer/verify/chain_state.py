@@ -19,7 +19,7 @@ from typing import Any, Literal
 import structlog
 from eth_utils.abi import function_signature_to_4byte_selector
 
-from indexer.chain.rpc import RpcClient, RpcError
+from indexer.chain.rpc import RpcClient, RpcError, StatePruned
 from indexer.errors import Fatal, Retryable
 from indexer.verify.records import ChainState, GlobalChainState, ParticipantRow, PinnedBlock, UserChainState
 
@@ -27,11 +27,9 @@ log = structlog.get_logger("verify")
 
 CANONICAL_MULTICALL3 = "0xca11bde05977b3631167028862be2a173976ca11"
 CALLS_PER_USER = 6
-_STATE_GONE = re.compile(
-    r"(missing trie node|state.*(not available|unavailable|pruned)|historical state|header not found"
-    r"|block ?out ?of ?range|required historical|state histor|unknown ancestor|no state)",
-    re.IGNORECASE,
-)
+# Beyond the chain layer's StatePruned wording: answers that, for a block known to exist, also mean its state
+# is gone (anvil's "BlockOutOfRange", geth's "header not found" on a pruned history).
+_STATE_GONE = re.compile(r"(header not found|block ?out ?of ?range|unknown ancestor|no state)", re.IGNORECASE)
 
 
 def selector(signature: str) -> bytes:
@@ -356,7 +354,7 @@ class ChainStateReader:
                 f"block {block.number} ({block.hash}) is no longer canonical (now {current}): the chain reorganised "
                 "after the block was chosen; nothing was compared, run verify again"
             ) from None
-        if _STATE_GONE.search(str(exc)):
+        if isinstance(exc, StatePruned) or _STATE_GONE.search(str(exc)):
             raise StateUnavailable(
                 f"the node has no state at block {block.number} ({exc}); full nodes keep only recent state: "
                 "use --block latest-consistent (waits for the tables to reach a fresh block), or an archive node"
