@@ -42,8 +42,14 @@ browser:
 loadgen:
 	@command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
 
+# Two workers (this machine's cores; the tests mostly wait on nodes and the database), then the tests
+# marked `serial`, which restart the shared PostgreSQL server, alone. Both parts run; either failing fails.
+TEST_WORKERS ?= 2
 test: install tools postgres browser
-	$(VENV)/bin/pytest -q
+	@status=0; \
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) -m "not serial" || status=$$?; \
+	$(VENV)/bin/pytest -q -m serial || status=$$?; \
+	exit $$status
 
 demo: install tools postgres
 	$(PY) scripts/demo.py

@@ -157,6 +157,7 @@ def local_cluster() -> str | None:
     return versions[-1] if versions and shutil.which("pg_ctlcluster") and os.geteuid() == 0 else None
 
 
+@pytest.mark.serial
 def test_database_restart_mid_run_is_survived_without_operator_action(database_url, schema, tmp_path):
     """A real restart of the local cluster where the tests may do that; else a proxy whose connections the
     server ends and which refuses new ones for three seconds."""
