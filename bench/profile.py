@@ -5,7 +5,8 @@
 py-spy (`pip install py-spy`) samples the daemon's every thread, idle ones included, until it exits; the raw
 (collapsed-stack) file is kept and summarised: samples per thread, the share spent waiting on PostgreSQL
 (inside psycopg's wait), on the RPC (inside requests/urllib3/socket reads), and the functions with the most
-samples on top of the stack (self time) and anywhere on the stack (inclusive time) per thread.
+samples on top of the stack (self time) and anywhere on the stack (inclusive time) per thread. With `--gil`
+only the thread holding the GIL is sampled, which shows how the process's one core of Python is shared.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "profile"))
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--summarise", metavar="RAW", help="only summarise an earlier raw file")
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL: where the process's CPU goes"
+    )
     args = parser.parse_args(argv)
     if args.summarise:
         print(summarise(Path(args.summarise)))
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         proc = _popen(ws.config(schema), ["run", "--to-block", str(to_block)], ws.tmp / "profile.log")
         spy = subprocess.Popen(
-            [py_spy, "record", "--pid", str(proc.pid), "--threads", "--idle", "--rate", str(args.rate)]
+            [py_spy, "record", "--pid", str(proc.pid), "--threads", "--rate", str(args.rate)]
+            + (["--gil"] if args.gil else ["--idle"])
             + ["--format", "raw", "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
