@@ -35,7 +35,7 @@ from bench.chain import (
     load_chain,
     read_model,
 )
-from bench.enrichment import enrichment_cost
+from bench.enrichment import enrichment_cost, prefetch_gain
 from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild, stored_logs, tables_match
 from bench.report import Report, say
 from bench.verify_timing import prepare as prepare_verify
@@ -242,6 +242,7 @@ def dense(bench: Bench) -> None:
                     f"  {r['events_per_s']:,.0f} events/s, {r['seconds']:.1f}s wall, peak RSS {r['peak_rss_mb']:.0f} MB"
                 )
         _enrichment_cost(bench, chain)
+        _prefetch_gain(bench, chain)
         _baseline(bench, chain)
         if kept is not None:
             _latency(bench, chain, kept, None, "_default")
@@ -268,6 +269,30 @@ def _enrichment_cost(bench: Bench, chain: LoadedChain) -> None:
         f"  receipts: {cost['receipts']['logs_per_s']:,.0f} logs/s ({cost['receipts']['seconds']:.1f}s); "
         f"bloom, no receipts: {cost['bloom']['logs_per_s']:,.0f} logs/s ({cost['bloom']['seconds']:.1f}s); "
         f"time ratio {cost['ratio']['receipts_over_bloom_seconds']:.2f}"
+    )
+
+
+def _prefetch_gain(bench: Bench, chain: LoadedChain, latency_s: float = 0.02) -> None:
+    """What prefetching the next range saves when every request takes a round trip to a remote provider."""
+    report, label = bench.report, f"rtt{latency_s * 1000:.0f}ms"
+    say(f"dense: prefetch off, then on, through a proxy adding {latency_s * 1000:.0f} ms to every request ...")
+    try:
+        expected = _expected(chain, chain.info.head)
+
+        def check(variant: str, schema: str) -> None:
+            report.check(f"backfill, {label}, {variant}", tables_match(bench.database_url, schema, expected))
+
+        gain = prefetch_gain(chain.ws, chain.info.head, BACKFILL_TIMEOUT, latency_s, check)
+    except RunFailed as exc:
+        report.fail("prefetch gain", exc)
+        return
+    report.add(f"backfill_logs_per_s_{label}_no_prefetch", gain["no_prefetch"]["logs_per_s"])
+    report.add(f"backfill_logs_per_s_{label}_prefetch", gain["prefetch"]["logs_per_s"])
+    report.add(f"prefetch_speedup_{label}", gain["ratio"]["prefetch_speedup"])
+    say(
+        f"  prefetch off: {gain['no_prefetch']['logs_per_s']:,.0f} logs/s; on: {gain['prefetch']['logs_per_s']:,.0f} "
+        f"logs/s (peak RSS {gain['no_prefetch']['peak_rss_mb']:.0f} / {gain['prefetch']['peak_rss_mb']:.0f} MB); "
+        f"{gain['ratio']['prefetch_speedup']:.2f}x"
     )
 
 

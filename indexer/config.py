@@ -56,6 +56,7 @@ class ChainConfig(_Strict):
         default="receipts",
         description="second source confirming eth_getLogs answers: block receipts, or the bloom's sound check only",
     )
+    prefetch: bool = Field(default=True, description="fetch the next backfill range while the current is appended")
     multicall_address: str = Field(
         default="0xcA11bde05977b3631167028862bE2a173976CA11",
         validate_default=True,

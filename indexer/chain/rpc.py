@@ -145,7 +145,8 @@ def _suggested_span(message: str) -> int | None:
 
 
 class HttpTransport:
-    """JSON-RPC requests over one keep-alive HTTP session, encoded and decoded with orjson; no retries of its own.
+    """JSON-RPC requests over a keep-alive HTTP session per thread, encoded and decoded with orjson; no retries of
+    its own. Safe to share between threads (the follower's prefetch thread and its own).
 
     A non-2xx status raises requests.HTTPError (with the response), transport failures raise requests'
     exceptions, an answer that is not JSON raises orjson.JSONDecodeError; the caller classifies them.
@@ -157,9 +158,16 @@ class HttpTransport:
     def __init__(self, url: str, timeout: float):
         self.url = url
         self.timeout = timeout
-        self.session = requests.Session()
+        self._sessions = threading.local()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+        return session
 
     def _next_id(self) -> int:
         with self._lock:

@@ -21,6 +21,7 @@ from indexer.decode.decoder import LogDecoder
 from indexer.errors import ReorgBelowFinality
 from indexer.fetch.fetcher import FetchedRange, Header, InconsistentResponse, LogFetcher
 from indexer.follow.enrichment import Enricher
+from indexer.follow.prefetch import RangePrefetcher
 from indexer.records import DecodedLog, Observation
 from indexer.store import db
 from indexer.store.event_store import ConcurrentAppend, Cursor, CursorAdvance, EventStore
@@ -102,11 +103,13 @@ class Follower:
         replay_requests: ReplayRequests | None = None,
         enricher: Enricher | None = None,
         heads: HeadSignal | None = None,
+        prefetch: bool = True,
     ):
         self.chain_id = chain_id
         self.rpc = rpc
         self.store = store
         self.fetcher = fetcher
+        self.ranges = RangePrefetcher(fetcher, enabled=prefetch)  # backfill: the next range in flight
         self.decoder = decoder
         self.start_block = start_block
         self.confirmations = confirmations
@@ -135,6 +138,12 @@ class Follower:
 
     def run(self, to_block: int | None = None) -> None:
         """Follow until stopped (or until `to_block` is stored); transient RPC failures are retried."""
+        try:
+            self._run(to_block)
+        finally:
+            self.ranges.close()
+
+    def _run(self, to_block: int | None) -> None:
         cursor = self._reload_cursor()
         while not self.stop.is_set():
             try:
@@ -144,6 +153,7 @@ class Follower:
                 if to_block is not None and not moved and cursor.indexed_block >= to_block:
                     return
             except (InconsistentResponse, RpcError) as exc:
+                self.ranges.discard()
                 if isinstance(exc, RpcUnavailable) and self.stop.is_set():
                     return
                 self.progress.last_error = str(exc)
@@ -152,6 +162,7 @@ class Follower:
                 continue
             except ConcurrentAppend as exc:
                 self.log.warning("stream moved under the follower, reloading cursor", error=str(exc))
+                self.ranges.discard()
                 if self.enricher is not None:
                     self.enricher.reset()
                 cursor = self._reload_cursor()
@@ -159,6 +170,7 @@ class Follower:
             except db.TRANSIENT_ERRORS as exc:
                 self.progress.last_error = f"database: {exc}"
                 self.log.warning("database unavailable, retrying", error=db.first_line(exc))
+                self.ranges.discard()
                 self.stop.wait(1.0)
                 self.store.try_recover()
                 cursor = self._reload_cursor()
@@ -199,10 +211,12 @@ class Follower:
         self.progress.caught_up = False
         backfill = start <= tip.finalized
         end = min(target, tip.finalized) if backfill else target
-        fetched = self.fetcher.fetch(start, end, all_headers=not backfill)
+        fetched = self.ranges.fetch(start, end, all_headers=not backfill)
         # Checked in both modes: finality may have moved past the cursor while the blocks under it changed.
         if cursor.indexed_hash is not None and fetched.headers[start].parent_hash != cursor.indexed_hash:
             return self._revert_to_ancestor(cursor, tip, reason="reorg"), True
+        if backfill and fetched.to_block < end:
+            self.ranges.ahead(fetched.to_block + 1, end)
         return self._append_range(cursor, fetched, tip, window=not backfill), True
 
     def tip(self) -> ChainTip:
@@ -279,6 +293,7 @@ class Follower:
             drop_blocks_from=from_block,
             replay_request=request_id,
         )
+        self.ranges.discard()
         cursor = self.store.append(cursor, [event], advance)
         if self.enricher is not None:
             self.enricher.reset()
@@ -406,6 +421,7 @@ class Follower:
         return self._revert_to_ancestor(cursor, tip, reason="reorg")
 
     def _revert_to_ancestor(self, cursor: Cursor, tip: ChainTip, *, reason: str) -> Cursor:
+        self.ranges.discard()
         window = self.store.window(self.chain_id)
         number = cursor.indexed_block
         orphaned: list[list[Any]] = []

@@ -117,6 +117,7 @@ class Indexer:
             confirmations=chain.confirmations,
             use_finalized_tag=chain.use_finalized_tag,
             poll_interval=chain.poll_interval,
+            prefetch=chain.prefetch,
             stop=self.stop,
             on_append=self.hooks.on_append,
             replay_requests=ReplayRequestQueue(self.dsn, self.schema, chain.chain_id),

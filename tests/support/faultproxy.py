@@ -39,6 +39,7 @@ FAULT_OPTIONS = (
     "refuse_methods",
     "chain_id",
     "state_blocks",
+    "latency_s",
 )
 STAT_KEYS = (
     "requests",
@@ -133,6 +134,7 @@ class FaultProxy:
         self.refuse_methods: frozenset[str] = frozenset()  # answered with "invalid params" (-32602, not retryable)
         self.chain_id: int | None = None  # answer eth_chainId with this (a node of another chain)
         self.state_blocks: int | None = None  # a full node: eth_call only within this many blocks of the head
+        self.latency_s = 0.0  # added to every request: the round trip to a remote provider
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -171,6 +173,7 @@ class FaultProxy:
             refuse_methods=frozenset(),
             chain_id=None,
             state_blocks=None,
+            latency_s=0.0,
         )
 
     @property
@@ -277,6 +280,8 @@ class FaultProxy:
     def handle(self, handler: _ProxyHandler, body: bytes) -> None:
         """Serve one HTTP request, injecting whole-request faults first."""
         self._bump("requests")
+        if self.latency_s:
+            time.sleep(self.latency_s)
         if self._roll(self.timeout_rate):
             self._bump("timeout")
             handler.hold(self.timeout_s)

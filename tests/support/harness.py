@@ -46,7 +46,7 @@ class Harness:
         self.cursor: Cursor | None = None
         self.runner: ProjectionApplier | None = None
 
-    def connect_chain(self, url: str, *, span: int = 16) -> None:
+    def connect_chain(self, url: str, *, span: int = 16, prefetch: bool = True) -> None:
         """(Re)build the follower and runner for a chain at `url`, from the store's cursor."""
         chain = self.config.chain
         self.rpc = RpcClient([url], timeout=5)
@@ -68,6 +68,7 @@ class Harness:
             confirmations=chain.confirmations,
             use_finalized_tag=chain.use_finalized_tag,
             poll_interval=0.01,
+            prefetch=prefetch,
         )
         self.cursor = self.store.cursor(chain.chain_id, self.config.start_block())
         self.runner = ProjectionApplier(
