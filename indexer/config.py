@@ -67,6 +67,7 @@ class ChainConfig(_Strict):
     @classmethod
     def _multicall_is_address(cls, value: str) -> str:
         return _address(value)
+
     subscribe_heads: bool = Field(default=True, description="wake on eth_subscribe newHeads over WebSocket")
     ws_urls: list[str] = Field(default=[], description="WebSocket endpoints; empty: the rpc_urls as ws(s)://")
 
@@ -151,7 +152,6 @@ class ApiConfig(_Strict):
     )
     yield_scales_contract: str = "0x0bAbb640c2eb4501b3d62D090A2c34871EB95df8"
 
-
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
@@ -174,6 +174,9 @@ class IndexerConfig(_Strict):
         default=120.0, gt=0, description="seconds without follower progress while behind before it counts as stuck"
     )
     receipts: bool = Field(default=True, description="store gas, sender and `to` of every tx with protocol logs")
+    projection_process: bool = Field(
+        default=False, description="`run` applies the projections in a child process, beside the follower"
+    )
     verify_interval: int = Field(default=0, ge=0, description="`run` verifies every N blocks; 0 = never")
     verify_users_per_request: int = Field(default=250, ge=1, le=5000, description="first users per state request")
 

@@ -19,6 +19,7 @@ from indexer.errors import ConfigError, ExitCode, IndexerError, exit_code_of
 from indexer.ops import logging_setup as logs
 from indexer.runtime import app as app_module
 from indexer.runtime.plan import RunPlan
+from indexer.runtime.projection_process import LOCK_HANDOVER_WAIT, bind_to_parent, started_by_a_run
 from indexer.store import db, replay_queue
 from indexer.store.locks import follower_lock
 from indexer.store.status import format_status, read_status
@@ -45,7 +46,9 @@ def _indexer(ctx: click.Context, stop: threading.Event | None = None) -> app_mod
     except ConfigError as exc:
         _fail(f"bad configuration: {exc}", exit_code_of(exc))
     logs.configure(ctx.obj["log_format"] or config.log.format, config.log.level)
-    return app_module.Indexer(config, stop=stop)
+    indexer = app_module.Indexer(config, stop=stop)
+    indexer.log_format = ctx.obj["log_format"]
+    return indexer
 
 
 def _guard(action: Callable[[], T]) -> T:
@@ -90,12 +93,20 @@ def migrate(ctx: click.Context) -> None:
 @main.command()
 @click.option("--only", multiple=True, help="Run only 'follower' or 'projection:NAME' (repeatable).")
 @click.option("--to-block", type=int, default=None, help="Exit 0 once every projection has processed this block.")
+@click.option("--no-http", is_flag=True, help="Serve no HTTP endpoints (whatever [http] says).")
 @click.pass_context
-def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None) -> None:
+def run(ctx: click.Context, only: tuple[str, ...], to_block: int | None, no_http: bool) -> None:
     """Follow the chain and keep the read tables current (a long-running service)."""
     plan = _guard(lambda: RunPlan.parse(only))
+    if not bind_to_parent():
+        _fail("the run that started this projection process has already exited")
     stop = threading.Event()
     indexer = _indexer(ctx, stop)
+    if started_by_a_run():
+        indexer.lock_wait = LOCK_HANDOVER_WAIT
+    if no_http:
+        config = indexer.config
+        indexer.config = config.model_copy(update={"http": config.http.model_copy(update={"enabled": False})})
     _install_signal_handlers(stop)
     from indexer.ops.service import Service  # the service layer imports prometheus and HTTP only when running
 
@@ -201,18 +212,36 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--block", "block", default=None, metavar="N|latest-consistent",
-              help="Compare at block N (the tables must be at it), or wait for a fresh block. Default: the block "
-              "every projection has reached.")
+@click.option(
+    "--block",
+    "block",
+    default=None,
+    metavar="N|latest-consistent",
+    help="Compare at block N (the tables must be at it), or wait for a fresh block. Default: the block "
+    "every projection has reached.",
+)
 @click.option("--at-indexed", is_flag=True, help="Compare at the block every projection has reached (the default).")
 @click.option("--users", multiple=True, metavar="ADDR[,ADDR...]", help="Check only these users (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--max-diffs", type=click.IntRange(min=0), default=None, help="Print at most K differences.")
-@click.option("--wait", "wait_seconds", type=float, default=60.0, show_default=True,
-              help="How long to wait for the tables to stand at a usable block.")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="How long to wait for the tables to stand at a usable block.",
+)
 @click.pass_context
-def verify(ctx: click.Context, block: str | None, at_indexed: bool, users: tuple[str, ...], as_json: bool,
-           max_diffs: int | None, wait_seconds: float) -> None:
+def verify(
+    ctx: click.Context,
+    block: str | None,
+    at_indexed: bool,
+    users: tuple[str, ...],
+    as_json: bool,
+    max_diffs: int | None,
+    wait_seconds: float,
+) -> None:
     """Compare the read tables with on-chain state at one block pinned by hash; exit 5 on differences."""
     from indexer.verify import report
     from indexer.verify.verifier import BlockChoice, Verifier, parse_users

@@ -249,8 +249,13 @@ class LogFetcher:
         returned: dict[int, set[tuple[Any, ...]]] = {n: set() for n in receipts}
         for lg in logs:
             returned.setdefault(lg["block_number"], set()).add(
-                (lg["log_index"], lg["address"], tuple(t.lower() for t in lg["topics"]), lg["data"].lower(),
-                 lg["tx_hash"].lower())
+                (
+                    lg["log_index"],
+                    lg["address"],
+                    tuple(t.lower() for t in lg["topics"]),
+                    lg["data"].lower(),
+                    lg["tx_hash"].lower(),
+                )
             )
         for number, block_receipts in receipts.items():
             self.receipt_checks += 1

@@ -347,4 +347,3 @@ def _dispute_facts(*sources: Iterable[DecodedLog | Observation]) -> list[tuple[s
             facts.append((lg["block_number"], lg["log_index"], args["user"], state, lg["address"]))
     facts.sort(key=lambda f: (f[0], f[1]))
     return [(user, block, state, pool) for block, _, user, state, pool in facts]
-

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import psycopg
 import structlog
@@ -21,6 +22,7 @@ from indexer.follow.enrichment import Enricher
 from indexer.follow.follower import Follower
 from indexer.runtime.hooks import Hooks
 from indexer.runtime.plan import RunPlan
+from indexer.runtime.projection_process import ProjectionProcess, ProjectionProcessFailed, caught_up
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, EventStore
 from indexer.store.locks import AdvisoryLock, follower_lock, projection_lock
@@ -30,13 +32,19 @@ from indexer.store.status import write_error
 from indexer.verify.periodic import PeriodicVerifier
 from projections.engine import registry
 from projections.engine.rebuild import RebuildAbandoned, rebuild
-from projections.engine.runner import NeedsRebuild, ProjectionApplier, wait_for_events
+from projections.engine.runner import (
+    NeedsRebuild,
+    ProjectionApplier,
+    ProjectionPosition,
+    read_positions,
+    wait_for_events,
+)
 from projections.models.base import Projection
 
 log = structlog.get_logger("indexer")
 LOCK_CHECK_EVERY = 1.0  # seconds between checks that the advisory locks are still held
 LOCK_REGAIN_GRACE = 30.0  # seconds a lost lock may stay held elsewhere (a dying session) before the run stops
-
+CHILD_POLL = 0.1  # seconds between looks at the projection process's progress
 
 
 @dataclass
@@ -60,6 +68,8 @@ class Indexer:
         self.hooks = hooks or Hooks()
         self.state = RunState()
         self.range_hints = RangeHints(self.dsn, self.schema, config.chain.chain_id)
+        self.log_format: str | None = None  # a command-line override, handed on to a projection process
+        self.lock_wait = 0.0  # seconds to wait for a projection lock (a projection process: its predecessor's)
         self._last_rpc_report = -1e9
 
     # -- building blocks ----------------------------------------------------------------------------
@@ -151,21 +161,22 @@ class Indexer:
         want_follower = plan.follower
         projections = registry.build(list(plan.projections)) if plan.projections else []
         self.migrate()
+        in_child = self._projections_in_child(want_follower, projections)
         locks: list[AdvisoryLock] = []
         try:
             if want_follower:
                 lock = follower_lock(self.dsn, self.schema, self.config.chain.chain_id)
                 lock.acquire_or_fail("chain follower")
                 locks.append(lock)
-            for p in projections:
+            for p in [] if in_child else projections:  # a projection process takes its own locks
                 lock = projection_lock(self.dsn, self.schema, p.name)
-                lock.acquire_or_fail(f"projection {p.name}")
+                lock.acquire_or_fail(f"projection {p.name}", wait=self.lock_wait)
                 locks.append(lock)
             keeper_stop = threading.Event()
             keeper = threading.Thread(target=self._keep_locks, args=(locks, keeper_stop), name="locks", daemon=True)
             keeper.start()
             try:
-                return self._run_workers(want_follower, projections, to_block)
+                return self._run_workers(want_follower, projections, to_block, in_child)
             finally:
                 keeper_stop.set()
                 keeper.join(timeout=10)
@@ -196,7 +207,19 @@ class Indexer:
                 except db.TRANSIENT_ERRORS:
                     continue
 
-    def _run_workers(self, want_follower: bool, projections: list[Projection], to_block: int | None) -> int:
+    def _projections_in_child(self, want_follower: bool, projections: list[Projection]) -> bool:
+        """Whether this run's projections go to a child process (`indexer.projection_process`): only beside the
+        follower, and only with a configuration file the child can read."""
+        if not (self.config.indexer.projection_process and want_follower and projections):
+            return False
+        if not Path(self.config.source).is_file():
+            log.warning("projections run in this process: the configuration is not a file", source=self.config.source)
+            return False
+        return True
+
+    def _run_workers(
+        self, want_follower: bool, projections: list[Projection], to_block: int | None, in_child: bool = False
+    ) -> int:
         periodic = None  # built before any thread starts: it refuses a configuration verify cannot read
         if self.config.indexer.verify_interval and want_follower and len(projections) == len(registry.NAMES):
             periodic = PeriodicVerifier(
@@ -217,7 +240,9 @@ class Indexer:
             threads.append(self._thread("follower", follow, follower_done))
         else:
             follower_done.set()
-        if projections:
+        if projections and in_child:
+            threads.append(self._thread("projections", lambda: self._supervise(projections, to_block), None))
+        elif projections:
             threads.append(
                 self._thread("projections", lambda: self._project(projections, to_block, follower_done), None)
             )
@@ -229,6 +254,7 @@ class Indexer:
             chain=self.config.chain.chain_id,
             follower=want_follower,
             projections=[p.name for p in projections],
+            projection_process=in_child,
             to_block=to_block,
         )
         try:
@@ -313,6 +339,55 @@ class Indexer:
                     return True
                 wait_for_events(listener, 0.5)
         return False
+
+    def _supervise(self, projections: list[Projection], to_block: int | None) -> None:
+        """Run the projections in a child process until it ends; a child ending on its own (but for a bounded
+        run's exit 0) fails the run with the child's exit code."""
+        names = [p.name for p in projections]
+        child = ProjectionProcess(self.config.source, names, to_block, self.log_format).start()
+        seen: dict[str, ProjectionPosition] = {}
+        conn: psycopg.Connection | None = None
+        try:
+            while True:
+                code = child.exit_code()
+                if code is not None:
+                    if self.stop.is_set() or (code == 0 and to_block is not None):
+                        log.info("projection process ended", exit_code=code)
+                        return
+                    raise ProjectionProcessFailed(code)
+                if self.stop.is_set():
+                    child.stop()
+                    continue
+                try:
+                    if conn is None or conn.closed:
+                        conn = db.connect(self.dsn, self.schema, autocommit=True)
+                    self._observe_child(conn, names, seen)
+                except db.TRANSIENT_ERRORS as exc:
+                    log.warning("cannot read the projection process's progress", error=db.first_line(exc))
+                    if conn is not None:
+                        conn.close()
+                self.stop.wait(CHILD_POLL)
+        finally:
+            child.stop()
+            if conn is not None:
+                conn.close()
+
+    def _observe_child(self, conn: psycopg.Connection, names: list[str], seen: dict[str, ProjectionPosition]) -> None:
+        """Feed the child's committed progress to the hooks (metrics, heartbeat) and decide readiness, as the
+        projection loop does in one process."""
+        for name, position in read_positions(conn, names).items():
+            before = seen.get(name)
+            if before is None or before.notification_id != position.notification_id:
+                applied = 0 if before is None else max(0, position.events_applied - before.events_applied)
+                if self.hooks.on_batch:
+                    self.hooks.on_batch(name, position, applied, [])
+                seen[name] = position
+        if caught_up(conn, names):
+            self.state.projections_caught_up = True
+            if self._follower_caught_up():
+                self.state.ready.set()
+                if self.hooks.on_ready:
+                    self.hooks.on_ready()
 
     def _follower_caught_up(self) -> bool:
         follower = self.state.follower

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 
 from indexer.errors import AlreadyRunning
@@ -27,10 +29,13 @@ class AdvisoryLock:
         conn.close()
         return False
 
-    def acquire_or_fail(self, what: str) -> None:
-        """Take the lock or raise AlreadyRunning naming what holds it."""
-        if not self.try_acquire():
-            raise AlreadyRunning(f"another rbtc-indexer process already runs the {what} on schema {self.schema}")
+    def acquire_or_fail(self, what: str, wait: float = 0.0) -> None:
+        """Take the lock, trying again for up to `wait` seconds, or raise AlreadyRunning naming what holds it."""
+        deadline = time.monotonic() + wait
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(f"another rbtc-indexer process already runs the {what} on schema {self.schema}")
+            time.sleep(0.2)
 
     def ensure(self) -> bool:
         """Check the lock is still held; re-take it when its connection was lost (a database outage ends the

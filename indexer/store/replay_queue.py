@@ -48,9 +48,7 @@ def enqueue(conn: psycopg.Connection, chain_id: int, from_block: int) -> int:
 
 def outcome(conn: psycopg.Connection, request_id: int) -> ReplayOutcome:
     """The request's state now."""
-    row = conn.execute(
-        "SELECT done_at, failed_at, error FROM replay_requests WHERE id = %s", (request_id,)
-    ).fetchone()
+    row = conn.execute("SELECT done_at, failed_at, error FROM replay_requests WHERE id = %s", (request_id,)).fetchone()
     if row is None:
         return ReplayOutcome(False, True, f"replay request {request_id} is gone")
     return ReplayOutcome(row[0] is not None, row[1] is not None, row[2])
@@ -88,4 +86,3 @@ class ReplayRequestQueue:
                 conn.execute(f"UPDATE replay_requests SET {assignments} WHERE id = %s", params)
         except db.TRANSIENT_ERRORS as exc:  # the request stays pending and is tried again
             log.warning("could not record a replay request's outcome", request=request.id, error=db.first_line(exc))
-

@@ -54,7 +54,6 @@ def _shadow_schema(schema: str, names: list[str]) -> str:
     return f"{schema}_rb_{digest}"
 
 
-
 def rebuild(
     dsn: str,
     schema: str,

@@ -101,6 +101,17 @@ class ProjectionPosition:
         return min(self.finalized_seen, self.applied_block)
 
 
+def read_positions(conn: psycopg.Connection, names: Sequence[str]) -> dict[str, ProjectionPosition]:
+    """The tracking rows of the named projections (those that have one)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, applied_block "
+            "FROM projection_tracking WHERE projection = ANY(%s)",
+            (list(names),),
+        )
+        return {r["projection"]: ProjectionPosition(**r) for r in cur.fetchall()}
+
+
 class ProjectionApplier:
     """Applies the store's events to a set of projections, each from its own tracked position.
 
@@ -141,13 +152,7 @@ class ProjectionApplier:
 
     def positions(self) -> dict[str, ProjectionPosition]:
         """Each projection's tracking row."""
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, applied_block "
-                "FROM projection_tracking WHERE projection = ANY(%s)",
-                ([p.name for p in self.projections],),
-            )
-            return {r["projection"]: ProjectionPosition(**r) for r in cur.fetchall()}
+        return read_positions(self.conn, [p.name for p in self.projections])
 
     def run_once(self, stop_at: int | None = None) -> int:
         """Apply one page of events to every projection behind it; return the number of stored events read."""
