@@ -111,19 +111,38 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def _descendants(pid: int) -> list[int]:
+    """pid's child processes, their children, and so on (Linux /proc)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as fh:
+                children = [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+        found += children
+        todo += children
+    return found
+
+
 def _wait(proc: subprocess.Popen, timeout: float, poll: Any = None, interval: float = 0.02) -> tuple[int, float]:
     """Wait for proc, calling poll() and sampling VmHWM every interval; return (exit code, peak RSS in MB).
 
-    VmHWM is a high-water mark, so sampling misses at most the growth of the last interval. (The rusage of
-    wait4 is no use here: a child's ru_maxrss keeps the forked parent's RSS across exec.)
+    The peak RSS is the sum of the peaks of the process and of every process it started (the projection
+    process of a `run`): an upper bound of what they held at once. VmHWM is a high-water mark, so sampling
+    misses at most the growth of the last interval. (The rusage of wait4 is no use here: a child's ru_maxrss
+    keeps the forked parent's RSS across exec.)
     """
     deadline = time.monotonic() + timeout
-    peak = 0.0
+    peaks: dict[int, float] = {}
     while True:
-        peak = max(peak, _vm_hwm_mb(proc.pid))
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            peaks[pid] = max(peaks.get(pid, 0.0), _vm_hwm_mb(pid))
         code = proc.poll()
         if code is not None:
-            return code, peak
+            return code, sum(peaks.values())
         if time.monotonic() > deadline:
             _kill(proc)
             raise RunFailed(f"timed out after {timeout:.0f}s")
