@@ -16,7 +16,7 @@ from indexer.chain.heads import HeadSubscription, websocket_urls
 from indexer.chain.rpc import RpcClient, RpcUnavailable
 from indexer.config import Config
 from indexer.decode.decoder import LogDecoder
-from indexer.errors import AlreadyRunning, ReorgBelowFinality, exit_code_of
+from indexer.errors import AlreadyRunning, ExitCode, ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follow.enrichment import Enricher
 from indexer.follow.follower import Follower
@@ -170,7 +170,9 @@ class Indexer:
                 locks.append(lock)
             for p in [] if in_child else projections:  # a projection process takes its own locks
                 lock = projection_lock(self.dsn, self.schema, p.name)
-                lock.acquire_or_fail(f"projection {p.name}", wait=self.lock_wait)
+                if not lock.acquire_or_fail(f"projection {p.name}", wait=self.lock_wait, stop=self.stop):
+                    log.info("stopped while waiting for its locks", lock=lock.key)
+                    return ExitCode.OK
                 locks.append(lock)
             keeper_stop = threading.Event()
             keeper = threading.Thread(target=self._keep_locks, args=(locks, keeper_stop), name="locks", daemon=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg
+import structlog
 
 from indexer.errors import AlreadyRunning
 from indexer.store import db
+
+log = structlog.get_logger("locks")
 
 
 class AdvisoryLock:
@@ -29,13 +33,21 @@ class AdvisoryLock:
         conn.close()
         return False
 
-    def acquire_or_fail(self, what: str, wait: float = 0.0) -> None:
-        """Take the lock, trying again for up to `wait` seconds, or raise AlreadyRunning naming what holds it."""
+    def acquire_or_fail(self, what: str, wait: float = 0.0, stop: threading.Event | None = None) -> bool:
+        """Take the lock, trying again for up to `wait` seconds, or raise AlreadyRunning naming what holds it.
+        False (lock not taken) when `stop` is set while waiting: a stopped process never takes the lock."""
+        stop = stop or threading.Event()
         deadline = time.monotonic() + wait
+        waiting = False
         while not self.try_acquire():
             if time.monotonic() >= deadline:
                 raise AlreadyRunning(f"another rbtc-indexer process already runs the {what} on schema {self.schema}")
-            time.sleep(0.2)
+            if not waiting:
+                log.info("waiting for a lock another process holds", lock=self.key, up_to_s=wait)
+                waiting = True
+            if stop.wait(0.2):
+                return False
+        return True
 
     def ensure(self) -> bool:
         """Check the lock is still held; re-take it when its connection was lost (a database outage ends the

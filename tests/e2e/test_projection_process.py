@@ -46,6 +46,14 @@ class LogLines:
             time.sleep(0.05)
         raise AssertionError(f"no projection process was started: {self.lines[-5:]}")
 
+    def wait_for(self, event: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(line.get("event") == event for line in self.lines):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no {event!r} in the log: {self.lines[-5:]}")
+
 
 def _gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
@@ -127,3 +135,27 @@ def test_a_projection_process_that_cannot_run_fails_the_run_with_its_exit_code(
     assert result.returncode == ExitCode.ALREADY_RUNNING, result.stderr[-2000:]
     assert "the projection process exited with code 4 (already running)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_projection_process_orphaned_while_it_waits_for_its_locks_gives_up_without_taking_them(
+    database_url, schema, chain
+):
+    """A run killed while its projection process waits for the previous run's locks: the orphan must not queue
+    for them (a restart right after would then compete with it and fail with 'already running')."""
+    _, _, _, config = chain
+    assert cli(config, "migrate").returncode == 0
+    previous = projection_lock(database_url, schema, "balances")
+    assert previous.try_acquire()  # the previous run's projection process, still finishing its batch
+    try:
+        daemon = start_daemon(config, "run", stderr=subprocess.PIPE)
+        logs = LogLines(daemon)
+        child = logs.child_pid()
+        logs.wait_for("waiting for a lock another process holds")
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=10)
+        assert _gone(child, 60), "the orphaned projection process did not exit"
+    finally:
+        previous.release()
+    events = [line.get("event", "") for line in logs.lines]
+    assert not [e for e in events if "already runs" in e], events[-10:]
+    assert "stopped while waiting for its locks" in events, events[-10:]
