@@ -175,7 +175,7 @@ class IndexerConfig(_Strict):
     )
     receipts: bool = Field(default=True, description="store gas, sender and `to` of every tx with protocol logs")
     projection_process: bool = Field(
-        default=False, description="`run` applies the projections in a child process, beside the follower"
+        default=True, description="`run` applies the projections in a child process, beside the follower"
     )
     verify_interval: int = Field(default=0, ge=0, description="`run` verifies every N blocks; 0 = never")
     verify_users_per_request: int = Field(default=250, ge=1, le=5000, description="first users per state request")
