@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,31 +93,42 @@ class EventSpec:
     topic0: str
     indexed: tuple[tuple[str, str], ...]
     body: tuple[tuple[str, str], ...]
+    # Decoding plans, built once: (name, word decoder) per topic and, when every body value is a static word,
+    # per data word (None: the body has dynamic values and goes to eth_abi).
+    _topic_plan: tuple[tuple[str, WordDecoder], ...] = field(init=False, repr=False, compare=False)
+    _word_plan: tuple[tuple[str, WordDecoder], ...] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Indexed dynamic values are stored as their hash: shown as the 32-byte word in hex.
+        topics = tuple((name, _static_word_decoder(kind) or _bytes_n) for name, kind in self.indexed)
+        words = [(name, _static_word_decoder(kind)) for name, kind in self.body]
+        plan = tuple((n, d) for n, d in words if d is not None)
+        object.__setattr__(self, "_topic_plan", topics)
+        object.__setattr__(self, "_word_plan", plan if len(plan) == len(words) else None)
 
     def decode(self, topics: Sequence[str], data: bytes) -> dict[str, Any]:
         """Decode one log; raise UndecodableLog when topics or data do not fit."""
-        if len(topics) != 1 + len(self.indexed):
-            raise UndecodableLog(f"{self.name}: expected {1 + len(self.indexed)} topics, got {len(topics)}")
+        plan = self._topic_plan
+        if len(topics) != 1 + len(plan):
+            raise UndecodableLog(f"{self.name}: expected {1 + len(plan)} topics, got {len(topics)}")
         args: dict[str, Any] = {}
-        for (name, kind), topic in zip(self.indexed, topics[1:], strict=True):
-            word = bytes.fromhex(topic[2:])
-            decoder = _static_word_decoder(kind)
-            # Indexed dynamic values are stored as their hash.
-            args[name] = decoder(word) if decoder else "0x" + word.hex()
-        args.update(self._decode_body(data))
+        for i, (name, decoder) in enumerate(plan, 1):
+            args[name] = decoder(bytes.fromhex(topics[i][2:]))
+        words = self._word_plan
+        if words is None:
+            args.update(self._decode_dynamic(data))
+            return args
+        if len(data) != 32 * len(words):
+            raise UndecodableLog(f"{self.name}: data is {len(data)} bytes, expected {32 * len(words)}")
+        offset = 0
+        for name, decoder in words:
+            args[name] = decoder(data[offset : offset + 32])
+            offset += 32
         return args
 
-    def _decode_body(self, data: bytes) -> dict[str, Any]:
-        kinds = [k for _, k in self.body]
-        if all(_static_word_decoder(k) for k in kinds):
-            if len(data) != 32 * len(kinds):
-                raise UndecodableLog(f"{self.name}: data is {len(data)} bytes, expected {32 * len(kinds)}")
-            return {
-                name: _static_word_decoder(kind)(data[32 * i : 32 * i + 32])  # type: ignore[misc]
-                for i, (name, kind) in enumerate(self.body)
-            }
+    def _decode_dynamic(self, data: bytes) -> dict[str, Any]:
         try:
-            values = abi_decode(kinds, data, strict=True)
+            values = abi_decode([k for _, k in self.body], data, strict=True)
         except Exception as exc:  # eth_abi raises several unrelated types
             raise UndecodableLog(f"{self.name}: {exc}") from None
         return {name: _plain(value) for (name, _), value in zip(self.body, values, strict=True)}
@@ -191,34 +202,40 @@ class LogDecoder:
 
     def decode(self, address: str, topics: Sequence[str], data_hex: str) -> Decoded:
         """Decode one raw log; failures come back as a Decoded with `error` set."""
+        return Decoded(*self._decode(address, topics, data_hex))
+
+    def _decode(
+        self, address: str, topics: Sequence[str], data_hex: str
+    ) -> tuple[str | None, str | None, dict[str, Any] | None, str | None]:
+        """(role, event, args, error) of one raw log."""
         address = address.lower()
         role = self._roles.get(address)
         if not topics:
-            return Decoded(role, None, None, "log has no topics (anonymous event)")
+            return role, None, None, "log has no topics (anonymous event)"
         spec = self._specs.get((address, topics[0].lower()))
         if spec is None:
-            return Decoded(role, None, None, f"unknown topic0 {topics[0]} for {role or 'unwatched'} {address}")
+            return role, None, None, f"unknown topic0 {topics[0]} for {role or 'unwatched'} {address}"
         try:
             data = bytes.fromhex(data_hex[2:] if data_hex.startswith("0x") else data_hex)
-            return Decoded(role, spec.name, spec.decode([t.lower() for t in topics], data), None)
+            return role, spec.name, spec.decode([t.lower() for t in topics], data), None
         except (UndecodableLog, ValueError) as exc:
-            return Decoded(role, spec.name, None, str(exc))
+            return role, spec.name, None, str(exc)
 
     def decode_log(self, raw: RawLog) -> DecodedLog:
         """A new record: the raw log with its role, event and arguments, or the reason it did not decode."""
-        decoded = self.decode(raw["address"], raw["topics"], raw["data"])
-        return DecodedLog(
-            block_number=raw["block_number"],
-            block_hash=raw["block_hash"],
-            block_timestamp=raw["block_timestamp"],
-            tx_hash=raw["tx_hash"],
-            tx_index=raw["tx_index"],
-            log_index=raw["log_index"],
-            address=raw["address"],
-            topics=raw["topics"],
-            data=raw["data"],
-            role=decoded.role,
-            event=decoded.event,
-            args=decoded.args,
-            error=decoded.error,
-        )
+        role, event, args, error = self._decode(raw["address"], raw["topics"], raw["data"])
+        return {
+            "block_number": raw["block_number"],
+            "block_hash": raw["block_hash"],
+            "block_timestamp": raw["block_timestamp"],
+            "tx_hash": raw["tx_hash"],
+            "tx_index": raw["tx_index"],
+            "log_index": raw["log_index"],
+            "address": raw["address"],
+            "topics": raw["topics"],
+            "data": raw["data"],
+            "role": role,
+            "event": event,
+            "args": args,
+            "error": error,
+        }

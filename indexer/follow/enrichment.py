@@ -132,13 +132,14 @@ class Enricher:
     # -- receipts -----------------------------------------------------------------------------------
 
     def _with_receipts(self, fetched: FetchedRange, logs: list[DecodedLog]) -> list[DecodedLog]:
-        by_tx = {r.tx_hash: r for receipts in fetched.receipts.values() for r in receipts}
+        # One record per transaction, shared by its logs (a batch transaction emits dozens).
+        facts = {r.tx_hash: tx_record(r, self.roles) for receipts in fetched.receipts.values() for r in receipts}
         out: list[DecodedLog] = []
         for lg in logs:
-            receipt = by_tx.get(lg["tx_hash"].lower())
-            if receipt is None:
+            tx = facts.get(lg["tx_hash"].lower())
+            if tx is None:
                 raise InconsistentResponse(f"no receipt for {lg['tx_hash']} of block {lg['block_number']}")
-            out.append(DecodedLog(**lg, tx=tx_record(receipt, self.roles)))
+            out.append({**lg, "tx": tx})
         return out
 
     # -- calldata -----------------------------------------------------------------------------------
