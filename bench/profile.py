@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.profile [--shape medium] [--quick] [--rate 100] [--out bench/results/profile]
 
-py-spy (`pip install py-spy`) samples the daemon's every thread, idle ones included, until it exits; the raw
+py-spy (`pip install py-spy`) samples the daemon's every thread, idle ones included, and those of its projection
+process (labelled `projection process:`), until it exits; the raw
 (collapsed-stack) file is kept and summarised: samples per thread, the share spent waiting on PostgreSQL
 (inside psycopg's wait), on the RPC (inside requests/urllib3/socket reads), and the functions with the most
 samples on top of the stack (self time) and anywhere on the stack (inclusive time) per thread. With `--gil`
@@ -27,9 +28,21 @@ PG_WAIT = ("Connection.wait (psycopg/", "psycopg/waiting.py", "wait_c (")
 RPC_WAIT = ("urllib3/", "http/client.py", "socket.py", "ssl.py")
 
 
-def _thread_of(frames: list[str]) -> str:
-    root = frames[0]
-    return root.split(" (")[0] if root.startswith(("thread", "process")) or "(" in root else root
+def _thread_of(frames: list[str]) -> tuple[str, list[str]]:
+    """(thread label, the stack below it). With --subprocesses py-spy roots each stack in its processes: a
+    stack two processes deep is the projection process's. Threads of one name (each range's prefetch
+    thread) count as one."""
+    processes = 0
+    while processes < len(frames) and frames[processes].startswith("process "):
+        processes += 1
+    rest = frames[processes:]
+    name = rest[0] if rest and rest[0].startswith("thread ") else "thread"
+    if "): " in name:
+        name = name.split("): ", 1)[1]
+    elif name.startswith("thread ("):
+        name = "main"
+    code = rest[1:] if rest and rest[0].startswith("thread ") else rest
+    return ("projection process: " if processes > 1 else "") + name, code
 
 
 def summarise(raw: Path, top: int = 15) -> str:
@@ -44,12 +57,13 @@ def summarise(raw: Path, top: int = 15) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
-        thread = frames[0]
+        thread, frames = _thread_of(stack.split(";"))
+        if not frames:
+            continue
         total += count
         per_thread[thread] += count
         self_time[thread][frames[-1]] += count
-        for frame in set(frames[1:]):
+        for frame in set(frames):
             inclusive[thread][frame] += count
         top_frames = ";".join(frames[-4:])  # a wait is what the thread is doing now, not what called it
         kind = (
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         proc = _popen(ws.config(schema), ["run", "--to-block", str(to_block)], ws.tmp / "profile.log")
         spy = subprocess.Popen(
-            [py_spy, "record", "--pid", str(proc.pid), "--threads", "--rate", str(args.rate)]
+            [py_spy, "record", "--pid", str(proc.pid), "--threads", "--subprocesses", "--rate", str(args.rate)]
             + (["--gil"] if args.gil else ["--idle"])
             + ["--format", "raw", "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL,
