@@ -351,14 +351,15 @@ class ProjectionApplier:
                 block_hash = None
                 reverted_from = event.from_block if reverted_from is None else min(reverted_from, event.from_block)
         addresses.discard(ZERO_ADDRESS)
+        # The addresses travel as one comma-separated text: psycopg dumps a list element by element in Python.
         self.conn.execute(
-            "SELECT rbtc_publish(%s, %s, %s, %s, %s)",
+            "SELECT rbtc_publish(%s, %s, %s, %s, string_to_array(%s, ','))",
             (
                 projection.name,
                 state.indexed_block,
                 block_hash,
                 reverted_from,
-                None if reverted_from is not None else sorted(addresses),
+                None if reverted_from is not None else ",".join(sorted(addresses)),
             ),
         )
 
