@@ -13,12 +13,14 @@ import bisect
 import select
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import cast
 
 import psycopg
 import structlog
+from eventsourcing.persistence import Notification
 from psycopg import pq
 from psycopg.rows import dict_row
 
@@ -156,26 +158,46 @@ class ProjectionApplier:
 
     def run_once(self, stop_at: int | None = None) -> int:
         """Apply one page of events to every projection behind it; return the number of stored events read."""
-        positions = self.positions()
-        low = min(t.notification_id for t in positions.values())
-        page = self.store.notifications(low, self.page_size, stop=stop_at)
+        page = self.store.notifications(self._low(), self.page_size, stop=stop_at)
+        self._apply_notifications(page)
+        return len(page)
+
+    def run_until_caught_up(self, stop_at: int | None = None) -> int:
+        """Apply pages until no event is left (up to `stop_at`); return the number of stored events read.
+
+        While one page is applied the next is read on another connection (the store is append-only, so a
+        page read early holds what it would hold later); it is used only if every projection then stands
+        where that read began, and dropped otherwise."""
+        total = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="page-reader") as reader:
+            ahead: tuple[int, Future[Sequence[Notification]]] | None = None
+            while not self.stop.is_set():
+                low = self._low()
+                if ahead is not None and ahead[0] == low:
+                    page = ahead[1].result()
+                else:
+                    page = self.store.notifications(low, self.page_size, stop=stop_at)
+                ahead = None
+                if not page:
+                    return total
+                if len(page) == self.page_size:  # a full page: more may follow
+                    after = page[-1].id
+                    ahead = (after, reader.submit(self.store.notifications, after, self.page_size, stop_at))
+                self._apply_notifications(page)
+                total += len(page)
+        return total
+
+    def _low(self) -> int:
+        """The notification id the projection furthest behind has applied."""
+        return min(t.notification_id for t in self.positions().values())
+
+    def _apply_notifications(self, page: Sequence[Notification]) -> None:
         if not page:
-            return 0
+            return
         self.reverts.refresh(page[-1].id)
         decoded = [(n.id, self._redecoded(n.id, ev.decode(n.topic, n.state))) for n in page]
         for projection in self.projections:
             self._apply_page(projection, decoded)
-        return len(page)
-
-    def run_until_caught_up(self, stop_at: int | None = None) -> int:
-        """Apply pages until no event is left (up to `stop_at`); return the number of stored events read."""
-        total = 0
-        while not self.stop.is_set():
-            read = self.run_once(stop_at)
-            if read == 0:
-                return total
-            total += read
-        return total
 
     def mark_caught_up(self, chain_id: int) -> None:
         """Projections that have applied every stored event are as current as the follower's cursor, even
