@@ -7,13 +7,20 @@ from dataclasses import dataclass
 
 import psycopg
 
-from projections.models.base import ZERO_ADDRESS, Log, Projection, chain_time
+from projections.models.base import ZERO_ADDRESS, Log, Projection
 
+# The batch travels as one comma-separated text per column, split and cast server-side: psycopg would dump
+# Python lists element by element. An empty element is NULL; the sync time is epoch seconds.
 _UPSERT = """
 INSERT INTO balances AS b (user_address, last_sats, rbtc_balance, wrbtc_balance, fee_vault_wei,
                            last_sync_block, last_sync_time, last_sync_delta, last_sync_fee_wei, updated_block)
-SELECT * FROM unnest(%s::text[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::bigint[],
-                     %s::timestamptz[], %s::numeric[], %s::numeric[], %s::bigint[])
+SELECT u, ls, r, w, f, sb, to_timestamp(st), sd, sf, ub
+FROM unnest(string_to_array(%s, ','), string_to_array(%s, ',', '')::numeric[],
+            string_to_array(%s, ',', '')::numeric[], string_to_array(%s, ',', '')::numeric[],
+            string_to_array(%s, ',', '')::numeric[], string_to_array(%s, ',', '')::bigint[],
+            string_to_array(%s, ',', '')::bigint[], string_to_array(%s, ',', '')::numeric[],
+            string_to_array(%s, ',', '')::numeric[], string_to_array(%s, ',', '')::bigint[])
+     AS x(u, ls, r, w, f, sb, st, sd, sf, ub)
 ON CONFLICT (user_address) DO UPDATE SET
     rbtc_balance      = b.rbtc_balance + excluded.rbtc_balance,
     wrbtc_balance     = b.wrbtc_balance + excluded.wrbtc_balance,
@@ -92,7 +99,7 @@ class BalancesProjection(Projection):
                 c.wrbtc,
                 c.fee_wei,
                 c.sync_block,
-                chain_time(c.sync_time) if c.sync_time is not None else None,
+                c.sync_time,
                 c.sync_delta,
                 c.sync_fee,
                 c.updated_block,
@@ -101,4 +108,9 @@ class BalancesProjection(Projection):
         ]
         if rows:
             # One statement for the whole batch: columns as arrays, unnested server-side.
-            conn.execute(_UPSERT, [list(column) for column in zip(*rows, strict=True)])
+            conn.execute(_UPSERT, [_joined(column) for column in zip(*rows, strict=True)])
+
+
+def _joined(values: Sequence[object]) -> str:
+    """Values as one comma-separated text (None as an empty element)."""
+    return ",".join("" if v is None else str(v) for v in values)
