@@ -52,3 +52,26 @@ def fetch_and_parse(url: str, info: ChainInfo, to_block: int, span: int = 2000) 
     if logs != expected:
         raise RuntimeError(f"the node returned {logs} logs up to block {to_block}, the chain holds {expected}")
     return {"logs": logs, "seconds": seconds, "logs_per_s": logs / seconds, "span": span, "requests": calls}
+
+
+def headers_per_s(url: str, first: int, count: int, batch: int = 100) -> float:
+    """How fast the node hands out block headers (`eth_getBlockByNumber` without transactions, JSON-RPC batches
+    of `batch`, the daemon's header batch size), parsed with orjson: the limit of any scan that reads every
+    block's header (the receipts completeness check reads every bloom)."""
+    session = requests.Session()
+    headers = {"Content-Type": "application/json"}
+    fetched = 0
+    started = time.perf_counter()
+    for start in range(first, first + count, batch):
+        numbers = range(start, min(first + count, start + batch))
+        body = orjson.dumps(
+            [
+                {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(n), False]}
+                for i, n in enumerate(numbers)
+            ]
+        )
+        replies = orjson.loads(session.post(url, data=body, headers=headers, timeout=300).content)
+        fetched += sum(1 for r in replies if r.get("result"))
+    if fetched != count:
+        raise RuntimeError(f"the node returned {fetched} of {count} headers")
+    return count / (time.perf_counter() - started)

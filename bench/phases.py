@@ -24,7 +24,7 @@ import psycopg
 
 from bench.api import run_api_bench
 from bench.baseline import run_baseline
-from bench.ceiling import fetch_and_parse
+from bench.ceiling import fetch_and_parse, headers_per_s
 from bench.chain import (
     CACHE_DIR,
     ChainInfo,
@@ -40,12 +40,14 @@ from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild,
 from bench.report import Report, say
 from bench.verify_timing import prepare as prepare_verify
 from bench.verify_timing import time_verify
+from indexer.fetch.fetcher import HEADER_BATCH
 from tests.support.model import ScenarioModel
 
 BACKFILL_TIMEOUT = 900.0
 ZERO_ADDRESS = "0x" + "00" * 20
 POSTGRES_FULL_RETRIES = 6
 SPARSE_TIMEOUT = 1800.0
+SPARSE_HEADER_CEILING_BLOCKS = 100_000  # headers fetched for the header ceiling (a few seconds)
 
 
 @dataclass
@@ -429,6 +431,14 @@ def sparse(bench: Bench) -> None:
         logs_per_s = _ceiling(bench, chain, info.head, "ceiling_logs_per_s_sparse")
         if logs_per_s:
             report.add("ceiling_blocks_per_s_sparse", blocks * logs_per_s / max(1, info.logs))
+        count = min(blocks, SPARSE_HEADER_CEILING_BLOCKS)
+        say(f"sparse: header ceiling (eth_getBlockByNumber for {count:,} blocks, batches of {HEADER_BATCH}) ...")
+        try:
+            rate = headers_per_s(chain.ws.rpc_url, info.start_block, count, HEADER_BATCH)
+            report.add("ceiling_headers_per_s_sparse", rate)
+            say(f"  {rate:,.0f} headers/s")
+        except (RuntimeError, OSError) as exc:
+            report.fail("sparse header ceiling", exc)
         to_block = info.head
         if bench.args.sparse_blocks:
             to_block = min(info.head, info.start_block + bench.args.sparse_blocks - 1)
@@ -444,6 +454,17 @@ def sparse(bench: Bench) -> None:
             report.add("backfill_blocks_per_s_sparse", scanned / r["seconds"])
             report.add("backfill_logs_per_s_sparse", r["logs_per_s"])
             report.add("peak_rss_mb_sparse", r["peak_rss_mb"])
+            chain.ws.drop(schema)
+        # The bloom completeness mode reads the headers of blocks with logs only (receipts still enrich them).
+        say(f'sparse: backfill over {scanned:,} blocks with completeness = "bloom" ...')
+        chain.ws.extra_chain_toml = 'completeness = "bloom"\n'
+        try:
+            done = _backfill_checked(bench, chain, "sparse backfill, bloom completeness", to_block, SPARSE_TIMEOUT)
+        finally:
+            chain.ws.extra_chain_toml = ""
+        if done:
+            r, schema = done
+            report.add("backfill_blocks_per_s_sparse_bloom", scanned / r["seconds"])
             chain.ws.drop(schema)
 
 

@@ -123,6 +123,8 @@ ROWS = [
     ("scaling_rss_spread_medium", "medium scaling: peak RSS max / min over the 3 lengths"),
     ("backfill_blocks_per_s_sparse", "sparse: backfill, blocks/s scanned"),
     ("ceiling_blocks_per_s_sparse", "sparse: ceiling, blocks/s (eth_getLogs only)"),
+    ("ceiling_headers_per_s_sparse", "sparse: node's header rate, headers/s (eth_getBlockByNumber)"),
+    ("backfill_blocks_per_s_sparse_bloom", "sparse: backfill, completeness bloom, blocks/s"),
     ("backfill_logs_per_s_sparse", "sparse: backfill, logs/s"),
     ("peak_rss_mb_sparse", "sparse: backfill peak RSS, MB"),
 ]
