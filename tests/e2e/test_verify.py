@@ -7,6 +7,7 @@ Two scenarios: every kind of activity, and the activity whose effects the logs s
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -333,11 +334,13 @@ def test_a_node_without_state_at_the_block_says_so_and_latest_consistent_verifie
         assert "has no state at block" in result.stderr and "--block latest-consistent" in result.stderr
         assert "Traceback" not in result.stderr
         head = w3.eth.block_number
-        daemon = threading.Thread(target=lambda: cli(config, "run", "--to-block", str(head)), daemon=True)
+        runs: list[subprocess.CompletedProcess[str]] = []
+        daemon = threading.Thread(target=lambda: runs.append(cli(config, "run", "--to-block", str(head))), daemon=True)
         daemon.start()
         result, document = _verify(config, "--block", "latest-consistent")
         daemon.join(timeout=60)
-        assert result.returncode == ExitCode.OK, result.stderr
+        run_said = runs[0].stderr[-3000:] if runs else "(the run had not ended)"
+        assert result.returncode == ExitCode.OK, f"{result.stderr}\nthe run beside it: {run_said}"
         assert document["block"]["number"] >= head and document["block"]["chosen"] == "latest consistent"
     finally:
         node.stop()
