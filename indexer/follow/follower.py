@@ -60,6 +60,9 @@ class ReplayRequests(Protocol):
     def failed(self, request: ReplayRequest, error: str) -> None:
         """The request cannot be performed; the waiting command reports the error."""
 
+    def close(self) -> None:
+        """Release what `next` holds between calls (the follower stops)."""
+
 
 @dataclass
 class ChainTip:
@@ -142,6 +145,8 @@ class Follower:
             self._run(to_block)
         finally:
             self.ranges.close()
+            if self.replay_requests is not None:
+                self.replay_requests.close()
 
     def _run(self, to_block: int | None) -> None:
         cursor = self._reload_cursor()

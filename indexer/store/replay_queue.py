@@ -55,20 +55,35 @@ def outcome(conn: psycopg.Connection, request_id: int) -> ReplayOutcome:
 
 
 class ReplayRequestQueue:
-    """The queue as the follower's source of replays (it satisfies `indexer.follow.follower.ReplayRequests`)."""
+    """The queue as the follower's source of replays (it satisfies `indexer.follow.follower.ReplayRequests`).
+
+    The follower asks before every step, so `next` keeps one connection between calls; a connection that
+    fails is dropped (the error goes to the caller) and the next call connects again."""
 
     def __init__(self, dsn: str, schema: str, chain_id: int):
         self.dsn, self.schema, self.chain_id = dsn, schema, chain_id
+        self._conn: psycopg.Connection | None = None
 
     def next(self) -> ReplayRequest | None:
-        with db.connection(self.dsn, self.schema, autocommit=True) as conn:
-            row = conn.execute(
+        if self._conn is None:
+            self._conn = db.connect(self.dsn, self.schema, autocommit=True)
+        try:
+            row = self._conn.execute(
                 "UPDATE replay_requests SET taken_at = coalesce(taken_at, now()) WHERE id = (SELECT id FROM "
                 "replay_requests WHERE done_at IS NULL AND failed_at IS NULL AND chain_id = %s ORDER BY id LIMIT 1) "
                 "RETURNING id, from_block",
                 (self.chain_id,),
             ).fetchone()
+        except psycopg.Error:
+            self.close()
+            raise
         return ReplayRequest(int(row[0]), int(row[1])) if row else None
+
+    def close(self) -> None:
+        """Close the kept connection (the next `next` opens a new one)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def done(self, request: ReplayRequest) -> None:
         self._set(request, "done_at = now(), error = NULL", None)
