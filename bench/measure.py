@@ -112,16 +112,18 @@ def _vm_hwm_mb(pid: int) -> float:
 
 
 def _descendants(pid: int) -> list[int]:
-    """pid's child processes, their children, and so on (Linux /proc)."""
+    """pid's child processes, their children, and so on (Linux /proc). Every thread's list is read: a `run`
+    starts its projection process from a worker thread, and each thread lists only the children it started."""
     found: list[int] = []
     todo = [pid]
     while todo:
         parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as fh:
-                children = [int(c) for c in fh.read().split()]
-        except OSError:
-            continue
+        children: list[int] = []
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                children += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
         found += children
         todo += children
     return found

@@ -156,12 +156,6 @@ class ProjectionApplier:
         """Each projection's tracking row."""
         return read_positions(self.conn, [p.name for p in self.projections])
 
-    def run_once(self, stop_at: int | None = None) -> int:
-        """Apply one page of events to every projection behind it; return the number of stored events read."""
-        page = self.store.notifications(self._low(), self.page_size, stop=stop_at)
-        self._apply_notifications(page)
-        return len(page)
-
     def run_until_caught_up(self, stop_at: int | None = None) -> int:
         """Apply pages until no event is left (up to `stop_at`); return the number of stored events read.
 

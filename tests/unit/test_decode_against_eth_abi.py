@@ -23,6 +23,7 @@ from indexer.decode.decoder import LogDecoder
 
 ABI_DIR = Path(__file__).resolve().parents[2] / "abi"
 ADDRESS = "0x" + "11" * 20
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def _events() -> list[tuple[str, dict[str, Any]]]:
@@ -99,18 +100,20 @@ def test_words_that_do_not_fit_their_type_are_undecodable(file: str, entry: dict
     body = [p for p in entry["inputs"] if not p.get("indexed")]
     topics = [topic0] + ["0x" + "00" * 32 for _ in indexed]
     static = all(p["type"] != "string" for p in body)
-    good = "0x" + "00" * 32 * len(body) if static else None
-    if good is not None:
-        assert decoder.decode(ADDRESS, topics, good).error is None
+    zeros = ["" if p["type"] == "string" else 0 for p in body]
+    zeros = [ZERO_ADDRESS if p["type"] == "address" else z for p, z in zip(body, zeros, strict=True)]
+    good = "0x" + abi_encode([p["type"] for p in body], zeros).hex()  # a body that decodes
+    assert decoder.decode(ADDRESS, topics, good).error is None
+    assert decoder.decode(ADDRESS, topics[:-1] if indexed else [*topics, topics[0]], good).error is not None
+    if static:
         assert decoder.decode(ADDRESS, topics, good + "00").error is not None  # one byte too many
-        assert decoder.decode(ADDRESS, topics[:-1] if indexed else [*topics, topics[0]], good).error is not None
     dirty_address = "0x" + "ff" * 12 + "11" * 20  # an address word with non-zero high bytes
     for i, p in enumerate(indexed, 1):
         if p["type"] == "address":
             bad = list(topics)
             bad[i] = dirty_address
-            assert decoder.decode(ADDRESS, bad, good or "0x").error is not None
-    if good is not None:
+            assert decoder.decode(ADDRESS, bad, good).error is not None
+    if static:
         for i, p in enumerate(body):
             if p["type"] == "address":
                 words = [good[2 + 64 * j : 2 + 64 * (j + 1)] for j in range(len(body))]
