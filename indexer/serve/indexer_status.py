@@ -1,6 +1,6 @@
 """The indexer's own state for the status page and the `indexer` push topic: every component's sync row, each
-projection's mark, recent blocks and table counts (exact up to EXACT_UP_TO rows, the planner's estimate above,
-listed in `tableCountsEstimated`), read in the caller's snapshot."""
+projection's mark, recent blocks and table counts (exact for tables up to EXACT_UP_TO_BYTES on disk, an estimate
+above, listed in `tableCountsEstimated`), read in the caller's snapshot."""
 
 from __future__ import annotations
 
@@ -8,29 +8,35 @@ from typing import Any
 
 from indexer.serve.snapshot import Snapshot
 
-EXACT_UP_TO = 50_000
+EXACT_UP_TO_BYTES = 4 << 20  # about 30,000 rows of `transactions`: a count(*) of a few milliseconds
 COUNTED_TABLES = ("balances", "transactions", "emergency_burns", "yield_scales_participants", "oracle_operations_log")
 
 
-async def read_indexer_status(snap: Snapshot) -> dict[str, Any]:
+async def read_indexer_status(snap: Snapshot, *, exact_up_to_bytes: int = EXACT_UP_TO_BYTES) -> dict[str, Any]:
     components = await snap.rows(
         "SELECT component, chain_id, head_block, finalized_block, indexed_block, lag_blocks, lag_seconds, "
         "events_processed, undecodable_logs, last_error IS NOT NULL AS failing, updated_at "
         "FROM sync_status ORDER BY component"
     )
     blocks = await snap.rows("SELECT number, hash FROM follower_blocks ORDER BY number DESC LIMIT 10")
-    # Exact counts for small tables; the planner's estimate (kept by ANALYZE / autovacuum) above EXACT_UP_TO
-    # rows, so the page stays cheap to push to many clients.
-    estimates = {
-        r["relname"]: r["estimate"]
+    # Exact counts for small tables, an estimate for large ones, so the state stays cheap to push to many clients
+    # after every block. The size on disk decides (always current, unlike the planner's row count, which is
+    # unknown until the first ANALYZE); the estimate is the planner's rows per page times today's pages, or the
+    # statistics' live rows for a table not analyzed yet.
+    sizes = {
+        r["relname"]: r
         for r in await snap.rows(
-            "SELECT relname, reltuples::bigint AS estimate FROM pg_class "
-            "WHERE relnamespace = current_schema()::regnamespace AND relname = ANY(%s)",
+            "SELECT c.relname, pg_relation_size(c.oid) AS bytes, "
+            "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 "
+            "THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint "
+            "ELSE coalesce(s.n_live_tup, 0) END AS estimate "
+            "FROM pg_class AS c LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)",
             (list(COUNTED_TABLES),),
         )
     }
-    exact = [t for t in COUNTED_TABLES if estimates.get(t, -1) < EXACT_UP_TO]
-    counts: dict[str, Any] = {t: estimates[t] for t in COUNTED_TABLES if t not in exact}
+    exact = [t for t in COUNTED_TABLES if t not in sizes or sizes[t]["bytes"] <= exact_up_to_bytes]
+    counts: dict[str, Any] = {t: sizes[t]["estimate"] for t in COUNTED_TABLES if t not in exact}
     if exact:
         row = await snap.row("SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in exact))
         counts.update(row or {})

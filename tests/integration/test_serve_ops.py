@@ -163,3 +163,29 @@ def test_reads_are_read_only_sessions(database_url):
         future = asyncio.run_coroutine_threadsafe(settings(), serve.loop)
         row = future.result(timeout=10)
         assert row == {"ro": "on", "timeout": "1234ms", "isolation": "repeatable read"}
+
+
+def test_table_counts_are_exact_when_small_and_estimated_when_large_before_any_analyze(database_url):
+    """The status (and the `indexer` push topic, read after every block) must not count a large table row by row,
+    also before the planner has ever analyzed it (right after a backfill its row count is unknown)."""
+    with indexed_scenario(database_url) as scenario, ServeThread(scenario.config) as serve:
+        schema = scenario.config.database.schema_
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")  # synthetic rows: no undo journal trigger
+            conn.execute(
+                f'INSERT INTO "{schema}".transactions (tx_hash, log_index, block_number, block_timestamp, '
+                "user_address, tx_type, amount, delta) "
+                "SELECT '0x' || lpad(to_hex(i), 64, '0'), 0, i, now(), '0x' || lpad('ab', 40, '0'), 'MINT', 1, 1 "
+                "FROM generate_series(1, 60000) AS i"
+            )
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            real = {
+                t: conn.execute(f'SELECT count(*) FROM "{schema}".{t}').fetchone()[0]
+                for t in ("transactions", "balances", "emergency_burns")
+            }
+        status = serve.client.get("/api/status").json()
+        assert "transactions" in status["tableCountsEstimated"]
+        assert 0.5 * real["transactions"] <= status["tableCounts"]["transactions"] <= 1.5 * real["transactions"]
+        assert {"balances", "emergency_burns"}.isdisjoint(status["tableCountsEstimated"])
+        assert status["tableCounts"]["balances"] == real["balances"]
+        assert status["tableCounts"]["emergency_burns"] == real["emergency_burns"]
