@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from indexer.config import ApiConfig
@@ -35,6 +35,7 @@ from indexer.serve.openapi import document as openapi_document
 from indexer.serve.reader import Read, Reader
 from indexer.serve.shapes import dumps
 from indexer.serve.snapshot import ProjectionMark, ReadDatabase, ReadUnavailable, Snapshot, TablesBehind
+from indexer.serve.sse import PushResponse
 from indexer.serve.status_page import PAGE
 from indexer.serve.stream import DEFAULT_TOPICS, TOPICS, StreamBroker, StreamClient
 
@@ -344,19 +345,17 @@ async def stream_endpoint(request: Request) -> Response:
         return _json({"error": str(exc)}, 503, {"Retry-After": "2"})
     state.metrics.sse_clients.inc()
 
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in state.broker.events(client, opening, state.config.sse_keepalive):
-                yield chunk
-        finally:
-            state.metrics.sse_clients.dec()
-            if client.dropped:
-                state.metrics.sse_dropped.inc()
+    def ended(client: StreamClient) -> None:
+        state.metrics.sse_clients.dec()
+        if client.dropped:
+            state.metrics.sse_dropped.inc()
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    return PushResponse(
+        state.broker,
+        client,
+        opening,
+        {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+        ended,
     )
 
 
@@ -505,7 +504,14 @@ def make_state(config: ApiConfig, database_url: str, schema: str) -> ServeState:
         db=db,
         hub=hub,
         reader=Reader(db, hub, config.min_block_wait),
-        broker=StreamBroker(db, hub, settings, queue_limit=config.sse_queue, same_database=read_url == listen_url),
+        broker=StreamBroker(
+            db,
+            hub,
+            settings,
+            queue_limit=config.sse_queue,
+            same_database=read_url == listen_url,
+            keepalive=config.sse_keepalive,
+        ),
         settings=settings,
         metrics=ServeMetrics(registry),
         registry=registry,

@@ -66,6 +66,7 @@ COALESCE_SECONDS = 0.003
 OPENINGS_KEPT = 50_000
 REPLICA_RECHECK = 0.01
 REPLICA_PATIENCE = 30.0
+KEEPALIVE = b": keepalive\n\n"
 DEFAULT_TOPICS = ("balances", "transactions", "emergency-burns", "yield-status", "sync-status")
 
 
@@ -85,6 +86,8 @@ class StreamClient:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overwritten: int = 0
     dropped: bool = False
+    closed: bool = False  # the connection went away
+    idle: bool = True  # offered no event since the last keepalive tick
 
     def offer(self, key: str, payload: bytes) -> None:
         if self.dropped:
@@ -96,6 +99,8 @@ class StreamClient:
                 self.pending.clear()
         if not self.dropped:
             self.pending[key] = payload
+            if payload is not KEEPALIVE:
+                self.idle = False
         self.wake.set()
 
     def take(self) -> list[bytes]:
@@ -104,6 +109,10 @@ class StreamClient:
         self.overwritten = 0
         self.wake.clear()
         return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
 
 
 class StreamBroker:
@@ -117,6 +126,7 @@ class StreamBroker:
         *,
         queue_limit: int,
         same_database: bool = True,
+        keepalive: float = 15.0,
     ):
         self.db = db
         self.same_database = same_database
@@ -127,6 +137,7 @@ class StreamBroker:
         self.hub = hub
         self.settings = settings
         self.queue_limit = queue_limit
+        self.keepalive = keepalive
         self.clients: dict[str | None, set[StreamClient]] = {}
         self.dirty: dict[str | None, set[str]] = {}
         self.reorg_pending: set[str | None] = set()
@@ -134,6 +145,7 @@ class StreamBroker:
         self.wanted_version = 0  # the newest commit heard of: a round's snapshot must show at least this
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.on_sent: Callable[[int, float], None] | None = None  # (events, commit time) after each fan-out
         self.dropped = 0
@@ -141,14 +153,27 @@ class StreamBroker:
     def start(self) -> None:
         self._unsubscribe = self.hub.subscribe(self._on_change)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="serve-push")
+        self._ticker = asyncio.get_running_loop().create_task(self._keep_alive(), name="serve-push-keepalive")
 
     async def stop(self) -> None:
         if self._unsubscribe:
             self._unsubscribe()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._ticker):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _keep_alive(self) -> None:
+        """Every `keepalive` seconds, a comment to each client that was sent nothing since the last tick (one
+        timer for all clients, so a wait for events costs no timer of its own)."""
+        while True:
+            await asyncio.sleep(self.keepalive)
+            for group in list(self.clients.values()):
+                for client in list(group):
+                    if client.idle and not client.pending:
+                        client.offer("keepalive", KEEPALIVE)
+                    client.idle = True
 
     @property
     def client_count(self) -> int:
@@ -325,26 +350,6 @@ class StreamBroker:
                 and (not TOPICS[t].per_address or c["addresses"] is None or client.address in c["addresses"])
             }
             return list((await self.render(snap, client.address, topics)).values()) if topics else []
-
-    async def events(self, client: StreamClient, opening: list[bytes], keepalive: float) -> AsyncIterator[bytes]:
-        """The byte stream of one client (registered before the opening state is read, so nothing falls between)."""
-        try:
-            yield b"retry: 1000\n\n"
-            for payload in opening:
-                yield payload
-            while not client.dropped:
-                try:
-                    await asyncio.wait_for(client.wake.wait(), keepalive)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
-                pending = client.take()
-                if pending:
-                    yield b"".join(pending)  # one write for everything pending
-            yield event_bytes("dropped", None, {"reason": "the client read too slowly; reconnect with Last-Event-ID"})
-        finally:
-            self.remove(client)
-
 
 def parse_event_id(value: str | None) -> int | None:
     """The data version of a `<block>:<version>` event id (None when absent or malformed)."""

@@ -183,3 +183,25 @@ def test_a_lost_listen_connection_is_re_established_and_clients_resynchronised(d
             assert r.status_code == 200 and r.json()["balance"] == "4242"
         finally:
             client.close()
+
+
+def test_an_idle_client_gets_keepalives_and_leaves_the_broker_when_it_disconnects(database_url):
+    with indexed_scenario(database_url) as scenario, ServeThread(scenario.config, sse_keepalive=0.2) as serve:
+        sock = socket.create_connection(("127.0.0.1", serve.port))
+        try:
+            sock.sendall(f"GET {STREAM}?topics=indexer HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.settimeout(5)
+            received = b""
+            deadline = time.monotonic() + 10
+            while received.count(b": keepalive\n\n") < 2 and time.monotonic() < deadline:
+                received += sock.recv(65536)
+            assert received.count(b"event: indexer\n") == 1  # the opening state, then only comments
+            assert received.count(b": keepalive\n\n") >= 2
+            assert serve.state.broker.client_count == 1
+        finally:
+            sock.close()
+        # Nothing is committed meanwhile: the disconnect alone ends the response.
+        deadline = time.monotonic() + 5
+        while serve.state.broker.client_count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert serve.state.broker.client_count == 0
