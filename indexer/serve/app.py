@@ -28,7 +28,7 @@ from starlette.routing import Route as StarletteRoute
 from indexer.config import ApiConfig
 from indexer.serve import postgrest, routes
 from indexer.serve.cache import CachedResponse, ResponseCache
-from indexer.serve.guards import AccessMiddleware, RateLimitMiddleware, ServeMetrics
+from indexer.serve.guards import AccessMiddleware, DirectSendMiddleware, RateLimitMiddleware, ServeMetrics
 from indexer.serve.hub import PushHub
 from indexer.serve.indexer_status import read_indexer_status
 from indexer.serve.openapi import document as openapi_document
@@ -467,6 +467,7 @@ def build_app(state: ServeState) -> Starlette:
         StarletteRoute("/", status_page, methods=["GET"]),
     ]
     middleware = [
+        Middleware(DirectSendMiddleware),
         Middleware(AccessMiddleware, metrics=state.metrics, access_log=state.config.access_log),
         Middleware(
             CORSMiddleware,

@@ -145,3 +145,20 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, sending)
+
+
+DIRECT_SEND = "rbtc.direct_send"
+
+
+class DirectSendMiddleware:
+    """Outermost of ours: puts the `send` it was given into the scope, under DIRECT_SEND. The other middleware act
+    on a response's start only (status and headers); a push stream sends its start through them and its many
+    later body chunks (one per client per block) straight through this send, past their wrappers."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[DIRECT_SEND] = send
+        await self.app(scope, receive, send)

@@ -2,8 +2,9 @@
 
 One block's commit reaches every connected client at once, so the cost per client and event is the figure that
 matters: the response waits on the client's own wake-up event (no task or timer per wait; keepalives come from
-the broker's ticker), writes everything pending in one body message, and watches for the disconnect in one
-task per connection rather than per event.
+the broker's ticker), writes everything pending in one body message (past the middleware, which act on the
+response's start only: see DirectSendMiddleware), and watches for the disconnect in one task per connection
+rather than per event.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from indexer.serve.guards import DIRECT_SEND
 from indexer.serve.stream import StreamBroker, StreamClient, event_bytes
 
 RETRY = b"retry: 1000\n\n"
@@ -45,6 +47,7 @@ class PushResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = self.client
+        direct: Send = scope.get(DIRECT_SEND, send)
         watcher = asyncio.ensure_future(self._watch_disconnect(receive))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -53,7 +56,7 @@ class PushResponse(Response):
                 await client.wake.wait()
                 pending = client.take()
                 if pending and not client.closed:
-                    await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+                    await direct({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
             if client.dropped and not client.closed:
                 await send({"type": "http.response.body", "body": DROPPED, "more_body": False})
         except OSError:

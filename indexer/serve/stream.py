@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +139,7 @@ class StreamBroker:
         self.queue_limit = queue_limit
         self.keepalive = keepalive
         self.clients: dict[str | None, set[StreamClient]] = {}
+        self.wanted: dict[str | None, Counter[str]] = {}  # per address: how many of its clients want each topic
         self.dirty: dict[str | None, set[str]] = {}
         self.reorg_pending: set[str | None] = set()
         self.oldest_commit: float | None = None
@@ -180,22 +181,30 @@ class StreamBroker:
         return sum(len(c) for c in self.clients.values())
 
     def add(self, client: StreamClient) -> None:
-        self.clients.setdefault(client.address, set()).add(client)
+        group = self.clients.setdefault(client.address, set())
+        if client not in group:
+            group.add(client)
+            self.wanted.setdefault(client.address, Counter()).update(client.topics)
 
     def remove(self, client: StreamClient) -> None:
         group = self.clients.get(client.address)
-        if group is not None:
+        if group is not None and client in group:
             group.discard(client)
+            wanted = self.wanted[client.address]
+            wanted.subtract(client.topics)
             if not group:
                 del self.clients[client.address]
+                del self.wanted[client.address]
+            else:
+                for topic in [t for t, n in wanted.items() if n <= 0]:
+                    del wanted[topic]
 
     # -- change intake (synchronous, in the hub's notification loop) -----------------------------------
 
     def _on_change(self, change: Change) -> None:
-        for address, group in self.clients.items():
-            wanted = {t for c in group for t in c.topics}
+        for address, wanted in self.wanted.items():
             if change.resync or change.reverted_from is not None:
-                hit = wanted
+                hit = set(wanted)
                 if change.reverted_from is not None:
                     self.reorg_pending.add(address)
             else:
