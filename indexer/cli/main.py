@@ -18,6 +18,7 @@ from indexer.config import load_config
 from indexer.errors import ConfigError, ExitCode, IndexerError, exit_code_of
 from indexer.ops import logging_setup as logs
 from indexer.ops.gc_tuning import tune_for_throughput
+from indexer.ops.malloc_tuning import release_large_blocks_promptly
 from indexer.runtime import app as app_module
 from indexer.runtime.plan import RunPlan
 from indexer.runtime.projection_process import LOCK_HANDOVER_WAIT, bind_to_parent, started_by_a_run
@@ -80,6 +81,7 @@ def _guard(action: Callable[[], T]) -> T:
 def main(ctx: click.Context, config_path: str | None, log_format: str | None) -> None:
     """Event-sourced indexer for the ReserveBTC protocol."""
     tune_for_throughput()
+    release_large_blocks_promptly()
     ctx.obj = {"config_path": config_path, "log_format": log_format}
 
 

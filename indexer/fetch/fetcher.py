@@ -69,7 +69,7 @@ class FetchedRange:
 
 
 HEADER_BATCH = 100  # headers per JSON-RPC batch
-TARGET_LOGS = 6_000
+TARGET_LOGS = 3_000
 
 
 class AdaptiveSpan:

@@ -19,7 +19,7 @@ from indexer.decode.decoder import LogDecoder
 from indexer.errors import AlreadyRunning, ExitCode, ReorgBelowFinality, exit_code_of
 from indexer.fetch.fetcher import AdaptiveSpan, LogFetcher
 from indexer.follow.enrichment import Enricher
-from indexer.follow.follower import Follower
+from indexer.follow.follower import MAX_LOGS_PER_EVENT, Follower
 from indexer.runtime.hooks import Hooks
 from indexer.runtime.plan import RunPlan
 from indexer.runtime.projection_process import ProjectionProcess, ProjectionProcessFailed, caught_up
@@ -148,7 +148,7 @@ class Indexer:
             projections,
             journal_schema=self.schema,
             table_schema=self.schema,
-            page_size=max(1, self.config.indexer.batch_size // 1000),
+            page_size=max(1, self.config.indexer.batch_size // MAX_LOGS_PER_EVENT),  # stored events hold up to that
             stop=self.stop,
             on_batch=self.hooks.on_batch,
         )
