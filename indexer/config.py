@@ -167,7 +167,7 @@ class LogConfig(_Strict):
 
 
 class IndexerConfig(_Strict):
-    batch_size: int = Field(default=2000, ge=1, description="about how many logs one projection batch holds")
+    batch_size: int = Field(default=1000, ge=1, description="about how many logs one projection batch holds")
     watchdog_interval: float = Field(default=10.0, gt=0)
     ready_max_lag_blocks: int = Field(default=10, ge=0, description="/readyz: every component within this many blocks")
     stall_timeout: float = Field(

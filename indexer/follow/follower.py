@@ -485,7 +485,7 @@ class Follower:
             self.on_append(self.progress, event)
 
 
-MAX_LOGS_PER_EVENT = 2000
+MAX_LOGS_PER_EVENT = 1000
 
 
 def split_by_block(
