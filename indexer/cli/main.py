@@ -190,7 +190,8 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 @click.pass_context
 def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Rebuild projections (all, or NAMES) from the event store alone, blue/green, decoding every stored log
-    again from its raw topics and data with the configured ABIs. Needs no RPC."""
+    again from its raw topics and data with the configured ABIs where they (or the decoder) changed since the
+    log was stored. Needs no RPC."""
     indexer = _indexer(ctx)
     projections = _guard(lambda: registry.build(list(names) or None))
     _guard(lambda: db.migrate(indexer.dsn, indexer.schema))
@@ -199,6 +200,7 @@ def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
         click.echo(f"rebuilt {name}")
     click.echo(
         f"{len(result.projections)} projection(s) from {result.events_read} stored events in {result.seconds:.2f}s"
+        f" ({result.events_redecoded} decoded again: ABIs or decoder changed since they were stored)"
     )
 
 

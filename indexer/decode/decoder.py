@@ -7,6 +7,7 @@ eth_abi. A log that does not decode is returned as an undecodable result with th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,11 @@ class Decoded:
     error: str | None
 
 
+# Part of every decoder's fingerprint: raise it when a change to this module decodes any log differently, so
+# that a rebuild decodes the logs stored before again.
+DECODING_REVISION = 1
+
+
 class LogDecoder:
     """Decodes logs of the watched contracts, choosing the event by emitter address and topic0."""
 
@@ -190,6 +196,14 @@ class LogDecoder:
             self._roles[address] = role
             for spec in load_event_specs(role, abi_path):
                 self._specs[(address, spec.topic0)] = spec
+        described = sorted(
+            (address, topic0, spec.role, spec.name, spec.signature, spec.indexed, spec.body)
+            for (address, topic0), spec in self._specs.items()
+        )
+        self.fingerprint = hashlib.sha256(
+            repr((DECODING_REVISION, sorted(self._roles.items()), described)).encode()
+        ).hexdigest()[:16]
+        """Equal for two decoders exactly when they decode every log alike (same roles, events and layouts)."""
 
     @property
     def roles(self) -> dict[str, str]:

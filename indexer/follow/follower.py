@@ -355,6 +355,7 @@ class Follower:
                 head=tip.head,
                 logs=chunk,
                 observations=[o for o in observations if first <= o["block_number"] <= last_block],
+                decoded_with=self.decoder.fingerprint,
             )
             for first, last_block, chunk in split_by_block(logs, fetched.from_block, fetched.to_block)
         ]
@@ -369,6 +370,7 @@ class Follower:
                     head=tip.head,
                     logs=[],
                     observations=observations,
+                    decoded_with=self.decoder.fingerprint,
                 )
             ]
         # Near the head every header joins the window; after a backfill range, its last block does, so a reorg

@@ -360,6 +360,7 @@ class StreamBroker:
             }
             return list((await self.render(snap, client.address, topics)).values()) if topics else []
 
+
 def parse_event_id(value: str | None) -> int | None:
     """The data version of a `<block>:<version>` event id (None when absent or malformed)."""
     if not value:

@@ -45,6 +45,7 @@ class LogsIngested:
     logs: list[DecodedLog]
     observed_at: float = field(default_factory=time.time)
     observations: list[Observation] = field(default_factory=list)
+    decoded_with: str = ""  # the fingerprint of the decoder that decoded `logs` ("" in events stored before it)
 
 
 @dataclass

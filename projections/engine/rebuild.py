@@ -47,6 +47,7 @@ class RebuildResult:
     projections: list[str]
     events_read: int
     seconds: float
+    events_redecoded: int = 0  # stored events whose logs were decoded by another decoder, so decoded again
 
 
 def _shadow_schema(schema: str, names: list[str]) -> str:
@@ -69,7 +70,8 @@ def rebuild(
 
     The live tables are replaced only by complete shadow tables: when `stop` is set before the swap commits,
     the shadow schema is dropped, the live tables stay as they were, and RebuildAbandoned is raised.
-    With `decoder`, every stored log is decoded again from its raw topics and data with the current ABIs."""
+    With `decoder`, every stored log is decoded again from its raw topics and data with the current ABIs,
+    except in events that a decoder with the same fingerprint decoded (which would decode alike)."""
     chosen = projections if isinstance(projections, list) else [projections]
     names = [p.name for p in chosen]
     started = time.monotonic()
@@ -81,13 +83,17 @@ def rebuild(
             if not lock.try_acquire():
                 raise RebuildInProgress(f"a rebuild of {name} is already running on schema {schema}")
             taken.append(lock)
-        events_read = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop, decoder)
+        events_read, redecoded = _build_and_swap(dsn, schema, shadow, store, chosen, page_size, stop, decoder)
     finally:
         for lock in taken:
             lock.release()
-    result = RebuildResult(names, events_read, time.monotonic() - started)
+    result = RebuildResult(names, events_read, time.monotonic() - started, redecoded)
     log.info(
-        "projections rebuilt and swapped in", projections=names, events=events_read, seconds=round(result.seconds, 3)
+        "projections rebuilt and swapped in",
+        projections=names,
+        events=events_read,
+        events_decoded_again=redecoded,
+        seconds=round(result.seconds, 3),
     )
     return result
 
@@ -101,8 +107,9 @@ def _build_and_swap(
     page_size: int,
     stop: threading.Event | None,
     decoder: LogDecoder | None,
-) -> int:
-    """Build the shadow tables and swap them in; retry from scratch when a revert below the window arrives."""
+) -> tuple[int, int]:
+    """Build the shadow tables and swap them in; retry from scratch when a revert below the window arrives.
+    (events read, events decoded again)"""
     stop = stop or threading.Event()
     for attempt in range(1, MAX_PASSES + 1):
         _create_shadow(dsn, schema, shadow, chosen)
@@ -125,7 +132,8 @@ def _build_and_swap(
                 events_read = runner.run_until_caught_up()
                 if stop.is_set():
                     raise RebuildAbandoned("stop requested during the rebuild; the shadow tables were dropped")
-                return events_read + _catch_up_and_swap(conn, runner, schema, shadow, chosen, stop)
+                events_read += _catch_up_and_swap(conn, runner, schema, shadow, chosen, stop)
+                return events_read, runner.redecoded
         except NeedsRebuild as exc:
             log.warning("a revert reached below the rebuild's window; starting over", attempt=attempt, error=str(exc))
             _drop_shadow(dsn, schema, shadow)

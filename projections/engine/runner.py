@@ -146,6 +146,7 @@ class ProjectionApplier:
         self.stop = stop or threading.Event()
         self.on_batch = on_batch
         self.reverts = RevertIndex(store)
+        self.redecoded = 0  # stored LogsIngested events whose logs were decoded again (see _redecoded)
         with conn.transaction():
             for p in self.projections:
                 conn.execute(
@@ -211,10 +212,13 @@ class ProjectionApplier:
 
     def _redecoded(self, notification_id: int, event: ev.ChainEvent | None) -> ev.ChainEvent | None:
         """With a decoder: the event with every log decoded again from its raw topics and data (so a fixed
-        ABI takes effect on a rebuild), except logs a later revert orphaned (never applied); without one, the
-        event as stored."""
+        ABI takes effect on a rebuild), except logs a later revert orphaned (never applied), and as stored when
+        it was decoded by a decoder with the same fingerprint; without one, the event as stored."""
         if self.decoder is None or not isinstance(event, ev.LogsIngested):
             return event
+        if event.decoded_with == self.decoder.fingerprint:
+            return event  # decoded by a decoder that decodes every log alike: decoding again changes nothing
+        self.redecoded += 1
         orphaned_from = self.reverts.orphaned_from(notification_id)
         logs = []
         for lg in event.logs:

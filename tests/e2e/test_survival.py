@@ -449,3 +449,38 @@ def test_fix_the_abi_and_rebuild_decodes_the_stored_logs_again(database_url, sch
     rebuilt = cli(config, "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert_tables_match_model(database_url, schema, expected)
+    assert f"({_logs_events(database_url, schema)} decoded again" in rebuilt.stdout
+
+
+def _logs_events(database_url: str, schema: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            f"SELECT count(*) FROM \"{schema}\".stored_events WHERE topic LIKE %s", ("%LogsIngested%",)
+        ).fetchone()[0]
+
+
+def test_a_rebuild_decodes_again_only_what_another_decoder_decoded(database_url, schema, chain, tmp_path):
+    node, w3, deployment = chain
+    driver = ScenarioDriver(w3, deployment, seed=19, users=6)
+    driver.run(40)
+    config = write_config(tmp_path / "c.toml", database_url, schema, node.url, deployment)
+    assert cli(config, "run", "--to-block", str(w3.eth.block_number)).returncode == 0
+    expected = driver.model.expected_tables()
+    events = _logs_events(database_url, schema)
+    assert events > 0
+    # Same ABIs as when the logs were stored: nothing to decode again, the same tables.
+    same = cli(config, "rebuild")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "(0 decoded again" in same.stdout
+    assert_tables_match_model(database_url, schema, expected)
+    # Events stored before decoders had fingerprints carry none: those are decoded again.
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            f"UPDATE \"{schema}\".stored_events SET state = convert_to((convert_from(state, 'UTF8')::jsonb "
+            "- 'decoded_with')::text, 'UTF8') WHERE topic LIKE %s",
+            ("%LogsIngested%",),
+        )
+    old = cli(config, "rebuild")
+    assert old.returncode == 0, old.stderr[-3000:]
+    assert f"({events} decoded again" in old.stdout
+    assert_tables_match_model(database_url, schema, expected)
