@@ -40,7 +40,7 @@ from bench.measure import RunFailed, Workspace, backfill, head_latency, rebuild,
 from bench.report import Report, say
 from bench.verify_timing import prepare as prepare_verify
 from bench.verify_timing import time_verify
-from indexer.fetch.fetcher import HEADER_BATCH
+from indexer.fetch.fetcher import HEADER_BATCH, HEADER_REQUESTS_IN_FLIGHT
 from tests.support.model import ScenarioModel
 
 BACKFILL_TIMEOUT = 900.0
@@ -436,7 +436,9 @@ def sparse(bench: Bench) -> None:
         try:
             rate = headers_per_s(chain.ws.rpc_url, info.start_block, count, HEADER_BATCH)
             report.add("ceiling_headers_per_s_sparse", rate)
-            say(f"  {rate:,.0f} headers/s")
+            parallel = headers_per_s(chain.ws.rpc_url, info.start_block, count, HEADER_BATCH, HEADER_REQUESTS_IN_FLIGHT)
+            report.add("ceiling_headers_per_s_sparse_in_flight", parallel)
+            say(f"  {rate:,.0f} headers/s one batch at a time, {parallel:,.0f} {HEADER_REQUESTS_IN_FLIGHT} at once")
         except (RuntimeError, OSError) as exc:
             report.fail("sparse header ceiling", exc)
         to_block = info.head

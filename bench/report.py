@@ -124,6 +124,7 @@ ROWS = [
     ("backfill_blocks_per_s_sparse", "sparse: backfill, blocks/s scanned"),
     ("ceiling_blocks_per_s_sparse", "sparse: ceiling, blocks/s (eth_getLogs only)"),
     ("ceiling_headers_per_s_sparse", "sparse: node's header rate, headers/s (eth_getBlockByNumber)"),
+    ("ceiling_headers_per_s_sparse_in_flight", "sparse: node's header rate, batches in flight as the daemon"),
     ("backfill_blocks_per_s_sparse_bloom", "sparse: backfill, completeness bloom, blocks/s"),
     ("backfill_logs_per_s_sparse", "sparse: backfill, logs/s"),
     ("peak_rss_mb_sparse", "sparse: backfill peak RSS, MB"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +70,9 @@ class FetchedRange:
 
 
 HEADER_BATCH = 100  # headers per JSON-RPC batch
+# Header batches of one range in flight at once: the node answers one while the last answer is parsed (on a
+# range of empty blocks, reading every header is the whole cost of the receipts completeness check).
+HEADER_REQUESTS_IN_FLIGHT = 3
 TARGET_LOGS = 3_000
 
 
@@ -140,6 +144,7 @@ class LogFetcher:
         self._bloom_bits = {a: bloom_bits(bytes.fromhex(a[2:])) for a in self.start_blocks}
         self._topic_bits = [bloom_bits(bytes.fromhex(t[2:])) for t in sorted(watched_topics or ())]
         self.receipt_checks = 0  # blocks whose receipts were compared, for metrics and tests
+        self._header_pool: ThreadPoolExecutor | None = None
 
     def fetch(self, start: int, end: int, *, all_headers: bool) -> FetchedRange:
         """Logs from `start` up to at most `end` (the span may cut the range short), validated."""
@@ -196,12 +201,19 @@ class LogFetcher:
         return Header.from_rpc(raw)
 
     def _headers(self, numbers: Sequence[int]) -> dict[int, Header]:
-        headers: dict[int, Header] = {}
-        for i in range(0, len(numbers), HEADER_BATCH):
-            chunk = numbers[i : i + HEADER_BATCH]
-            raws = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in chunk])
-            headers.update({n: self._header(n, raw) for n, raw in zip(chunk, raws, strict=True)})
-        return headers
+        """The headers of `numbers`, in batches of HEADER_BATCH, up to HEADER_REQUESTS_IN_FLIGHT at once."""
+        chunks = [numbers[i : i + HEADER_BATCH] for i in range(0, len(numbers), HEADER_BATCH)]
+        if len(chunks) <= 1:
+            parts = [self._header_batch(chunk) for chunk in chunks]
+        else:
+            if self._header_pool is None:
+                self._header_pool = ThreadPoolExecutor(HEADER_REQUESTS_IN_FLIGHT, thread_name_prefix="headers")
+            parts = list(self._header_pool.map(self._header_batch, chunks))
+        return {number: header for part in parts for number, header in part.items()}
+
+    def _header_batch(self, numbers: Sequence[int]) -> dict[int, Header]:
+        raws = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        return {n: self._header(n, raw) for n, raw in zip(numbers, raws, strict=True)}
 
     @staticmethod
     def _check_chain(headers: dict[int, Header], start: int, stop: int) -> None:
