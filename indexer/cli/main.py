@@ -200,7 +200,7 @@ def rebuild_command(ctx: click.Context, names: tuple[str, ...]) -> None:
         click.echo(f"rebuilt {name}")
     click.echo(
         f"{len(result.projections)} projection(s) from {result.events_read} stored events in {result.seconds:.2f}s"
-        f" ({result.events_redecoded} decoded again: ABIs or decoder changed since they were stored)"
+        f" ({result.events_redecoded} decoded again with the current ABIs; the others were decoded alike)"
     )
 
 

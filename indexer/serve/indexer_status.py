@@ -12,7 +12,7 @@ EXACT_UP_TO_BYTES = 4 << 20  # about 30,000 rows of `transactions`: a count(*) o
 COUNTED_TABLES = ("balances", "transactions", "emergency_burns", "yield_scales_participants", "oracle_operations_log")
 
 
-async def read_indexer_status(snap: Snapshot, *, exact_up_to_bytes: int = EXACT_UP_TO_BYTES) -> dict[str, Any]:
+async def read_indexer_status(snap: Snapshot) -> dict[str, Any]:
     components = await snap.rows(
         "SELECT component, chain_id, head_block, finalized_block, indexed_block, lag_blocks, lag_seconds, "
         "events_processed, undecodable_logs, last_error IS NOT NULL AS failing, updated_at "
@@ -26,16 +26,16 @@ async def read_indexer_status(snap: Snapshot, *, exact_up_to_bytes: int = EXACT_
     sizes = {
         r["relname"]: r
         for r in await snap.rows(
-            "SELECT c.relname, pg_relation_size(c.oid) AS bytes, "
-            "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 "
-            "THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint "
+            "SELECT c.relname, z.bytes, CASE WHEN c.reltuples >= 0 AND c.relpages > 0 "
+            "THEN (c.reltuples / c.relpages * (z.bytes / current_setting('block_size')::int))::bigint "
             "ELSE coalesce(s.n_live_tup, 0) END AS estimate "
-            "FROM pg_class AS c LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid "
+            "FROM pg_class AS c CROSS JOIN LATERAL (SELECT pg_relation_size(c.oid) AS bytes) AS z "
+            "LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid "
             "WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)",
             (list(COUNTED_TABLES),),
         )
     }
-    exact = [t for t in COUNTED_TABLES if t not in sizes or sizes[t]["bytes"] <= exact_up_to_bytes]
+    exact = [t for t in COUNTED_TABLES if t not in sizes or sizes[t]["bytes"] <= EXACT_UP_TO_BYTES]
     counts: dict[str, Any] = {t: sizes[t]["estimate"] for t in COUNTED_TABLES if t not in exact}
     if exact:
         row = await snap.row("SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in exact))

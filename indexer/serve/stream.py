@@ -190,14 +190,11 @@ class StreamBroker:
         group = self.clients.get(client.address)
         if group is not None and client in group:
             group.discard(client)
-            wanted = self.wanted[client.address]
-            wanted.subtract(client.topics)
-            if not group:
+            if group:
+                self.wanted[client.address] -= Counter(client.topics)  # keeps positive counts only
+            else:
                 del self.clients[client.address]
                 del self.wanted[client.address]
-            else:
-                for topic in [t for t, n in wanted.items() if n <= 0]:
-                    del wanted[topic]
 
     # -- change intake (synchronous, in the hub's notification loop) -----------------------------------
 
