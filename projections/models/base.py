@@ -10,9 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, ClassVar
+from weakref import WeakKeyDictionary
 
+import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from indexer.records import HandledLog
 
@@ -32,17 +36,47 @@ class Projection(ABC):
         """Write the effects of these logs, in order, to this projection's tables (unqualified names)."""
 
 
+@lru_cache(maxsize=4096)  # the logs of a block share its timestamp; datetimes are immutable
 def chain_time(seconds: int) -> datetime:
     """A block timestamp as an aware UTC datetime."""
     return datetime.fromtimestamp(seconds, UTC)
 
 
 def copy_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Bulk-insert rows with COPY (row triggers, such as the undo journal, still fire)."""
+    """Bulk-insert rows with binary COPY (row triggers, such as the undo journal, still fire). Each value is
+    dumped as its column's type, which the catalog names: a jsonb column takes a `json_value`."""
     column_list = ", ".join(f'"{c}"' for c in columns)
-    with conn.cursor() as cur, cur.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
+    types = _column_types(conn, table, tuple(columns))
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+# Type oids of (table, columns) per connection; a table's column types do not change while a process runs.
+_types_seen: WeakKeyDictionary[psycopg.Connection, dict[tuple[str, tuple[str, ...]], list[int]]] = WeakKeyDictionary()
+
+
+def _column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[int]:
+    known = _types_seen.setdefault(conn, {})
+    if (table, columns) not in known:
+        found: dict[str, int] = dict(
+            conn.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0",
+                (table,),
+            ).fetchall()
+        )
+        known[(table, columns)] = [found[c] for c in columns]
+    return known[(table, columns)]
+
+
+def json_value(value: Any) -> Jsonb:
+    """A value for a jsonb column (serialised with orjson)."""
+    return Jsonb(value, dumps=_json_text)
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def emergency_synced(logs: Sequence[Log]) -> set[tuple[str, int]]:

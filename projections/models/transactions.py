@@ -9,10 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import psycopg
 
-from projections.models.base import Log, Projection, as_int, chain_time, copy_rows, emergency_synced, tx_facts
+from projections.models.base import (
+    Log,
+    Projection,
+    as_int,
+    chain_time,
+    copy_rows,
+    emergency_synced,
+    json_value,
+    tx_facts,
+)
 
 COLUMNS = (
     "tx_hash",
@@ -72,7 +80,7 @@ def transaction_rows(logs: Sequence[Log]) -> list[tuple[Any, ...]]:
                 fee,
                 emergency,
                 "confirmed",
-                orjson.dumps(metadata).decode(),
+                json_value(metadata),
                 as_int(tx.get("gas_used")),
                 as_int(tx.get("gas_price")),
                 tx.get("from"),
