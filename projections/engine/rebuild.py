@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -114,10 +116,10 @@ def _build_and_swap(
     for attempt in range(1, MAX_PASSES + 1):
         _create_shadow(dsn, schema, shadow, chosen)
         try:
-            with db.connection(dsn, shadow, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
-                )
+            with ExitStack() as connections:
+                conn, *lanes = [
+                    connections.enter_context(_shadow_connection(dsn, schema, shadow)) for _ in range(len(chosen) + 1)
+                ]
                 runner = ProjectionApplier(
                     store,
                     conn,
@@ -128,6 +130,7 @@ def _build_and_swap(
                     write_status=False,
                     stop=stop,
                     decoder=decoder,
+                    lanes=lanes,
                 )
                 events_read = runner.run_until_caught_up()
                 if stop.is_set():
@@ -141,6 +144,16 @@ def _build_and_swap(
             _drop_shadow(dsn, schema, shadow)
             raise
     raise RebuildFailed(f"rebuild of {', '.join(p.name for p in chosen)} restarted {MAX_PASSES} times; giving up")
+
+
+@contextmanager
+def _shadow_connection(dsn: str, schema: str, shadow: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection whose unqualified names reach the shadow tables first, then the live schema."""
+    with db.connection(dsn, shadow, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("SET search_path TO {}, {}, public").format(sql.Identifier(shadow), sql.Identifier(schema))
+        )
+        yield conn
 
 
 def _drop_shadow(dsn: str, schema: str, shadow: str) -> None:

@@ -13,25 +13,28 @@ import bisect
 import select
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from itertools import groupby
+from itertools import chain, groupby
 from typing import cast
 
 import psycopg
 import structlog
-from eventsourcing.persistence import Notification
 from psycopg import pq
 from psycopg.rows import dict_row
 
 from indexer.decode.decoder import LogDecoder
 from indexer.errors import IndexerError
+from indexer.records import DecodedLog
 from indexer.store import events as ev
 from indexer.store.event_store import EventStore
 from indexer.store.status import write_caught_up, write_projection
 from projections.models.base import ZERO_ADDRESS, Log, Projection
 
 log = structlog.get_logger("projections")
+
+Page = list[tuple[int, ev.ChainEvent | None]]  # stored events in notification order: (notification id, event)
+Kinds = dict[int, dict[tuple[str, str], list[int]]]  # notification id -> (role, event) -> positions of its logs
 
 
 class NeedsRebuild(IndexerError):
@@ -119,6 +122,9 @@ class ProjectionApplier:
 
     `conn` is an autocommit connection whose search_path makes unqualified table names reach the projection's
     tables (the live schema, or a rebuild's shadow schema first); `journal_schema` holds the undo journal.
+    With `lanes` (one more such connection per projection), the projections of a page are applied at once,
+    each on its lane in a thread of its own, so that one projection's database work overlaps another's
+    Python work; each still commits its tables with its own tracking row, and the next page waits for all.
     """
 
     def __init__(
@@ -134,11 +140,16 @@ class ProjectionApplier:
         stop: threading.Event | None = None,
         on_batch: Callable[[str, ProjectionPosition, int, list[float]], None] | None = None,
         decoder: LogDecoder | None = None,
+        lanes: Sequence[psycopg.Connection] = (),
     ):
         self.store = store
         self.decoder = decoder
         self.conn = conn
         self.projections = list(projections)
+        if lanes and len(lanes) != len(self.projections):
+            raise ValueError(f"{len(lanes)} lanes for {len(self.projections)} projections")
+        # Each projection writes on its own lane when given one; otherwise all write on `conn`, one after another.
+        self._writer = {p.name: lane for p, lane in zip(self.projections, lanes, strict=True)} if lanes else {}
         self.journal_schema = journal_schema
         self.table_schema = table_schema
         self.page_size = page_size
@@ -160,39 +171,51 @@ class ProjectionApplier:
     def run_until_caught_up(self, stop_at: int | None = None) -> int:
         """Apply pages until no event is left (up to `stop_at`); return the number of stored events read.
 
-        While one page is applied the next is read on another connection (the store is append-only, so a
-        page read early holds what it would hold later); it is used only if every projection then stands
-        where that read began, and dropped otherwise."""
+        While one page is applied the next is read and parsed on another connection and thread (the store is
+        append-only, so a page read early holds what it would hold later); it is used only if every projection
+        then stands where that read began, and dropped otherwise."""
         total = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="page-reader") as reader:
-            ahead: tuple[int, Future[Sequence[Notification]]] | None = None
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="page-reader") as reader,
+            ThreadPoolExecutor(max(1, len(self._writer)), thread_name_prefix="projection-lane") as lanes,
+        ):
+            ahead: tuple[int, Future[Page]] | None = None
             while not self.stop.is_set():
                 low = self._low()
                 if ahead is not None and ahead[0] == low:
                     page = ahead[1].result()
                 else:
-                    page = self.store.notifications(low, self.page_size, stop=stop_at)
+                    page = self._read_page(low, stop_at)
                 ahead = None
                 if not page:
                     return total
                 if len(page) == self.page_size:  # a full page: more may follow
-                    after = page[-1].id
-                    ahead = (after, reader.submit(self.store.notifications, after, self.page_size, stop_at))
-                self._apply_notifications(page)
+                    after = page[-1][0]
+                    ahead = (after, reader.submit(self._read_page, after, stop_at))
+                self._apply_events_of_page(page, lanes)
                 total += len(page)
         return total
+
+    def _read_page(self, after: int, stop_at: int | None) -> Page:
+        """The next page of stored events after a notification id, parsed: (notification id, event)."""
+        return [(n.id, ev.decode(n.topic, n.state)) for n in self.store.notifications(after, self.page_size, stop_at)]
 
     def _low(self) -> int:
         """The notification id the projection furthest behind has applied."""
         return min(t.notification_id for t in self.positions().values())
 
-    def _apply_notifications(self, page: Sequence[Notification]) -> None:
-        if not page:
+    def _apply_events_of_page(self, page: Page, lanes: ThreadPoolExecutor) -> None:
+        self.reverts.refresh(page[-1][0])
+        decoded = [(nid, self._redecoded(nid, event)) for nid, event in page]
+        kinds = {nid: _by_kind(e.logs) for nid, e in decoded if isinstance(e, ev.LogsIngested)}
+        if not self._writer:
+            for projection in self.projections:
+                self._apply_page(projection, decoded, kinds)
             return
-        self.reverts.refresh(page[-1].id)
-        decoded = [(n.id, self._redecoded(n.id, ev.decode(n.topic, n.state))) for n in page]
-        for projection in self.projections:
-            self._apply_page(projection, decoded)
+        applying = [lanes.submit(self._apply_page, p, decoded, kinds) for p in self.projections]
+        wait(applying)  # every lane finishes its transaction before an error (the first, in order) is raised
+        for done in applying:
+            done.result()
 
     def mark_caught_up(self, chain_id: int) -> None:
         """Projections that have applied every stored event are as current as the follower's cursor, even
@@ -247,9 +270,12 @@ class ProjectionApplier:
 
     # -- one projection, one page, one transaction ----------------------------------------------------
 
-    def _apply_page(self, projection: Projection, decoded: list[tuple[int, ev.ChainEvent | None]]) -> None:
-        with self.conn.transaction():
-            with self.conn.cursor(row_factory=dict_row) as cur:
+    def _apply_page(
+        self, projection: Projection, decoded: list[tuple[int, ev.ChainEvent | None]], kinds: Kinds
+    ) -> None:
+        conn = self._writer.get(projection.name, self.conn)
+        with conn.transaction():
+            with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
                     "SELECT projection, notification_id, finalized_seen, indexed_block, events_applied, "
                     "applied_block FROM projection_tracking WHERE projection = %s FOR UPDATE",
@@ -264,10 +290,10 @@ class ProjectionApplier:
             stale = self._stale_revert(state)
             if stale is not None:
                 raise NeedsRebuild(projection.name, stale, state.final_block())
-            applied, latencies = self._apply_events(projection, state, todo)
+            applied, latencies = self._apply_events(conn, projection, state, todo, kinds)
             state.notification_id = todo[-1][0]
             state.events_applied += applied
-            self.conn.execute(
+            conn.execute(
                 "UPDATE projection_tracking SET notification_id = %s, finalized_seen = %s, indexed_block = %s, "
                 "events_applied = %s, applied_block = %s, updated_at = now() WHERE projection = %s",
                 (
@@ -279,18 +305,23 @@ class ProjectionApplier:
                     projection.name,
                 ),
             )
-            self.conn.execute(
+            conn.execute(
                 "DELETE FROM undo_journal WHERE table_schema = %s AND table_name = ANY(%s) AND block_number <= %s",
                 (self.table_schema, list(projection.tables), state.finalized_seen),
             )
             if self.write_status:
-                self._write_status(projection.name, state)
-                self._publish(projection, state, todo)
+                write_projection(conn, projection.name, state.indexed_block, state.events_applied)
+                self._publish(conn, projection, state, todo)
         if self.on_batch:
             self.on_batch(projection.name, state, applied, latencies)
 
     def _apply_events(
-        self, projection: Projection, state: ProjectionPosition, todo: list[tuple[int, ev.ChainEvent | None]]
+        self,
+        conn: psycopg.Connection,
+        projection: Projection,
+        state: ProjectionPosition,
+        todo: list[tuple[int, ev.ChainEvent | None]],
+        kinds: Kinds,
     ) -> tuple[int, list[float]]:
         final: list[Log] = []
         applied = 0
@@ -298,24 +329,17 @@ class ProjectionApplier:
 
         def flush() -> None:
             if final:
-                self._set_undo_block(None)
-                projection.apply(self.conn, final)
+                _set_undo_block(conn, None)
+                projection.apply(conn, final)
                 final.clear()
 
         for nid, event in todo:
             if isinstance(event, ev.LogsIngested):
                 state.finalized_seen = max(state.finalized_seen, event.finalized)
                 orphaned_from = self.reverts.orphaned_from(nid)
-                logs = cast(
-                    list[Log],
-                    [
-                        lg
-                        for lg in event.logs
-                        if not lg["error"]
-                        and (lg["role"], lg["event"]) in projection.handles
-                        and (orphaned_from is None or lg["block_number"] < orphaned_from)
-                    ],
-                )
+                logs = cast(list[Log], [event.logs[i] for i in _handled(kinds[nid], projection.handles)])
+                if orphaned_from is not None:
+                    logs = [lg for lg in logs if lg["block_number"] < orphaned_from]
                 if logs:
                     state.applied_block = max(state.applied_block, max(lg["block_number"] for lg in logs))
                 observed = [
@@ -331,28 +355,29 @@ class ProjectionApplier:
                         final.extend(group)
                     else:
                         flush()
-                        self._set_undo_block(block)
-                        projection.apply(self.conn, list(group))
+                        _set_undo_block(conn, block)
+                        projection.apply(conn, list(group))
                 applied += len(logs)
                 state.indexed_block = max(state.indexed_block, event.to_block)
                 latencies.append(event.observed_at)
             elif isinstance(event, ev.BlocksReverted):
                 flush()
-                self.conn.execute(
+                conn.execute(
                     "SELECT rbtc_undo(%s, %s, %s, %s)",
                     (self.journal_schema, self.table_schema, list(projection.tables), event.from_block),
                 )
                 state.indexed_block = min(state.indexed_block, event.from_block - 1)
                 state.applied_block = min(state.applied_block, event.from_block - 1)
         flush()
-        self._set_undo_block(None)
+        _set_undo_block(conn, None)
         return applied, latencies
 
-    def _set_undo_block(self, block: int | None) -> None:
-        self.conn.execute("SELECT set_config('rbtc.undo_block', %s, true)", ("" if block is None else str(block),))
-
     def _publish(
-        self, projection: Projection, state: ProjectionPosition, todo: list[tuple[int, ev.ChainEvent | None]]
+        self,
+        conn: psycopg.Connection,
+        projection: Projection,
+        state: ProjectionPosition,
+        todo: list[tuple[int, ev.ChainEvent | None]],
     ) -> None:
         """Record this commit's data version and block, and notify readers (inside the commit: they see the
         notification only once the rows are visible)."""
@@ -372,7 +397,7 @@ class ProjectionApplier:
                 reverted_from = event.from_block if reverted_from is None else min(reverted_from, event.from_block)
         addresses.discard(ZERO_ADDRESS)
         # The addresses travel as one comma-separated text: psycopg dumps a list element by element in Python.
-        self.conn.execute(
+        conn.execute(
             "SELECT rbtc_publish(%s, %s, %s, %s, string_to_array(%s, ','))",
             (
                 projection.name,
@@ -383,8 +408,27 @@ class ProjectionApplier:
             ),
         )
 
-    def _write_status(self, name: str, state: ProjectionPosition) -> None:
-        write_projection(self.conn, name, state.indexed_block, state.events_applied)
+
+def _by_kind(logs: Sequence[DecodedLog]) -> dict[tuple[str, str], list[int]]:
+    """The positions of the logs that decoded, by (role, event): each projection then visits only its own."""
+    found: dict[tuple[str, str], list[int]] = {}
+    for i, lg in enumerate(logs):
+        if not lg["error"]:
+            found.setdefault((cast(str, lg["role"]), cast(str, lg["event"])), []).append(i)
+    return found
+
+
+def _handled(by_kind: dict[tuple[str, str], list[int]], handles: frozenset[tuple[str, str]]) -> list[int]:
+    """The positions, in log order, of the logs of the kinds a projection handles."""
+    lists = [by_kind[kind] for kind in handles if kind in by_kind]
+    if len(lists) == 1:
+        return lists[0]
+    return sorted(chain.from_iterable(lists))
+
+
+def _set_undo_block(conn: psycopg.Connection, block: int | None) -> None:
+    """Journal this transaction's row changes under `block` (None: not at all, the block is final)."""
+    conn.execute("SELECT set_config('rbtc.undo_block', %s, true)", ("" if block is None else str(block),))
 
 
 def wait_for_events(conn: psycopg.Connection, timeout: float) -> bool:
