@@ -9,17 +9,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from eventsourcing.persistence import IntegrityError, Notification, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import InterfaceError, OperationalError
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.errors import FeatureNotSupported
 
 from indexer.errors import Retryable
 from indexer.store import db, replay_queue, status
 from indexer.store import events as ev
 
 EVENTS_TABLE = "stored_events"
+
+log = structlog.get_logger("store")
 
 
 CURSOR_MOVED = "RBI01"  # SQLSTATE raised by rbtc_advance_cursor (sql/010_cursor_guard_sqlstate.sql)
@@ -84,6 +88,25 @@ class ChainRecorder(PostgresApplicationRecorder):
                 assert row is not None  # INSERT … RETURNING yields one row
                 ids.append(row["notification_id"])
             return ids
+
+    def create_table(self) -> None:
+        """The library's tables, with the states compressed by lz4 rather than pglz: on these JSON states it
+        compresses alike and several times faster, on every append and every read."""
+        super().create_table()
+        table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "SELECT attcompression FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'state'",
+                (table,),
+            )
+            row = curs.fetchone()
+        if row is None or row["attcompression"] == "l":  # ALTER TABLE locks the table: only when needed
+            return
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(f"ALTER TABLE {table} ALTER COLUMN state SET COMPRESSION lz4")
+        except FeatureNotSupported as exc:  # a server built without lz4
+            log.warning("stored events stay compressed with pglz", reason=db.first_line(exc))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_notifications(

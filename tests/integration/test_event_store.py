@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from indexer.records import DecodedLog
 from indexer.store import db
 from indexer.store.event_store import EVENTS_TABLE, ConcurrentAppend, CursorAdvance, EventStore
 from indexer.store.events import BLOCKS_REVERTED, BlocksReverted, ChainEvent, LogsIngested
@@ -46,8 +47,13 @@ def test_notifications_read_back_exactly_what_the_librarys_reader_returns(databa
                 event = BlocksReverted(chain_id=1, from_block=10 + i, to_block=10 + i, reason="test")
             else:
                 event = LogsIngested(
-                    chain_id=1, from_block=10 + i, to_block=10 + i, to_hash="0x" + f"{i:02x}" * 32, finalized=0,
-                    head=20, logs=[{"block_number": 10 + i, "data": "0x" + "00ff" * 40 * (i + 1)}],
+                    chain_id=1,
+                    from_block=10 + i,
+                    to_block=10 + i,
+                    to_hash="0x" + f"{i:02x}" * 32,
+                    finalized=0,
+                    head=20,
+                    logs=[_log(10 + i, 0, "0x" + "00ff" * 40 * (i + 1))],
                 )
             cursor = store.append(cursor, [event], CursorAdvance(0, 0, 10 + i, None, 0))
         library = PostgresApplicationRecorder(store.datastore, events_table_name=EVENTS_TABLE)
@@ -70,3 +76,41 @@ def test_notifications_read_back_exactly_what_the_librarys_reader_returns(databa
         assert [n.id for n in store.reverted_notifications_after(0, ids[-1])] == [ids[2], ids[5]]
     finally:
         store.datastore.close()
+
+
+def test_stored_states_are_compressed_with_lz4(database_url: str, schema: str) -> None:
+    """The stored events' states are compressed with lz4, several times cheaper to write and read than
+    PostgreSQL's default pglz for the same size here; creating the tables again keeps it so."""
+    db.migrate(database_url, schema)
+    store = EventStore(database_url, schema, 3)
+    try:
+        store.create_tables()
+        store.create_tables()
+        cursor = store.cursor(1, 10)
+        logs = [_log(10, i, "0x" + "00ff" * 200) for i in range(200)]
+        event = LogsIngested(chain_id=1, from_block=10, to_block=10, to_hash=None, finalized=0, head=10, logs=logs)
+        store.append(cursor, [event], CursorAdvance(0, 0, 10, None, 0))
+        with store.datastore.transaction(commit=False) as curs:
+            curs.execute(f'SELECT pg_column_compression(state) AS method FROM "{schema}".{EVENTS_TABLE}')
+            assert [r["method"] for r in curs.fetchall()] == ["lz4"]
+    finally:
+        store.datastore.close()
+
+
+def _log(block: int, index: int, data: str) -> DecodedLog:
+    """A log that did not decode (no ABI is needed to store it)."""
+    return {
+        "block_number": block,
+        "block_hash": "0x" + "ab" * 32,
+        "block_timestamp": 1_700_000_000 + block,
+        "tx_hash": "0x" + f"{index:064x}",
+        "tx_index": index,
+        "log_index": index,
+        "address": "0x" + "11" * 20,
+        "topics": ["0x" + "22" * 32],
+        "data": data,
+        "role": None,
+        "event": None,
+        "args": None,
+        "error": "unknown event",
+    }
