@@ -8,15 +8,22 @@ another fork are never mixed with a range's logs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from indexer.chain.rpc import RpcClient, RpcError
 
 log = structlog.get_logger("receipts")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Receipt batches of one round in flight at once: the node builds one while the last answer is parsed.
+RECEIPT_REQUESTS_IN_FLIGHT = 3
 
 
 class ReceiptsInconsistent(RpcError):
@@ -83,6 +90,7 @@ class ReceiptFetcher:
         self.rpc = rpc
         self.batch = batch
         self.block_receipts_works: bool | None = None  # unknown until the node answered once
+        self._pool: ThreadPoolExecutor | None = None
 
     def blocks(self, expected: dict[int, str]) -> dict[int, list[Receipt]]:
         """Receipts of each block number in `expected` (number -> block hash), in transaction order."""
@@ -102,15 +110,28 @@ class ReceiptFetcher:
         return self._checked(self._by_transaction(numbers), expected)
 
     def _by_block(self, numbers: Sequence[int]) -> dict[int, list[Receipt]]:
+        chunks = [numbers[i : i + self.batch] for i in range(0, len(numbers), self.batch)]
         out: dict[int, list[Receipt]] = {}
-        for i in range(0, len(numbers), self.batch):
-            chunk = numbers[i : i + self.batch]
-            answers = self.rpc.batch([("eth_getBlockReceipts", [hex(n)]) for n in chunk])
-            for number, raw in zip(chunk, answers, strict=True):
-                if raw is None:
-                    raise ReceiptsInconsistent(f"node has no receipts for block {number}")
-                out[number] = [Receipt.from_rpc(r) for r in raw]
+        for part in self._each(self._block_batch, chunks):
+            out.update(part)
         return out
+
+    def _block_batch(self, chunk: Sequence[int]) -> dict[int, list[Receipt]]:
+        answers = self.rpc.batch([("eth_getBlockReceipts", [hex(n)]) for n in chunk])
+        out: dict[int, list[Receipt]] = {}
+        for number, raw in zip(chunk, answers, strict=True):
+            if raw is None:
+                raise ReceiptsInconsistent(f"node has no receipts for block {number}")
+            out[number] = [Receipt.from_rpc(r) for r in raw]
+        return out
+
+    def _each(self, fetch: Callable[[T], R], chunks: list[T]) -> list[R]:
+        """`fetch` of every chunk, up to RECEIPT_REQUESTS_IN_FLIGHT at once; the first error is raised."""
+        if len(chunks) <= 1:
+            return [fetch(chunk) for chunk in chunks]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(RECEIPT_REQUESTS_IN_FLIGHT, thread_name_prefix="receipts")
+        return list(self._pool.map(fetch, chunks))
 
     def _by_transaction(self, numbers: Sequence[int]) -> dict[int, list[Receipt]]:
         out: dict[int, list[Receipt]] = {}
@@ -121,13 +142,19 @@ class ReceiptFetcher:
                 raise ReceiptsInconsistent(f"node does not have block {number}")
             out[number] = []
             hashes.extend((number, h) for h in block.get("transactions") or [])
-        for i in range(0, len(hashes), self.batch):
-            chunk = hashes[i : i + self.batch]
-            answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for _, h in chunk])
-            for (number, tx_hash), raw in zip(chunk, answers, strict=True):
-                if raw is None:
-                    raise ReceiptsInconsistent(f"node has no receipt for {tx_hash} of block {number}")
-                out[number].append(Receipt.from_rpc(raw))
+        chunks = [hashes[i : i + self.batch] for i in range(0, len(hashes), self.batch)]
+        for part in self._each(self._transaction_batch, chunks):
+            for number, receipt in part:
+                out[number].append(receipt)
+        return out
+
+    def _transaction_batch(self, chunk: Sequence[tuple[int, str]]) -> list[tuple[int, Receipt]]:
+        answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for _, h in chunk])
+        out: list[tuple[int, Receipt]] = []
+        for (number, tx_hash), raw in zip(chunk, answers, strict=True):
+            if raw is None:
+                raise ReceiptsInconsistent(f"node has no receipt for {tx_hash} of block {number}")
+            out.append((number, Receipt.from_rpc(raw)))
         return out
 
     @staticmethod
