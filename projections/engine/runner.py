@@ -311,7 +311,7 @@ class ProjectionApplier:
             )
             if self.write_status:
                 write_projection(conn, projection.name, state.indexed_block, state.events_applied)
-                self._publish(conn, projection, state, todo)
+                self._publish(conn, projection, state, todo, kinds)
         if self.on_batch:
             self.on_batch(projection.name, state, applied, latencies)
 
@@ -378,19 +378,20 @@ class ProjectionApplier:
         projection: Projection,
         state: ProjectionPosition,
         todo: list[tuple[int, ev.ChainEvent | None]],
+        kinds: Kinds,
     ) -> None:
         """Record this commit's data version and block, and notify readers (inside the commit: they see the
         notification only once the rows are visible)."""
         block_hash: str | None = None
         reverted_from: int | None = None
         addresses: set[str] = set()
-        for _, event in todo:
+        for nid, event in todo:
             if isinstance(event, ev.LogsIngested):
                 if event.to_block == state.indexed_block:
                     block_hash = event.to_hash
-                for lg in event.logs:
-                    args = lg["args"]
-                    if (lg["role"], lg["event"]) in projection.handles and args:
+                for i in _handled(kinds[nid], projection.handles):
+                    args = event.logs[i]["args"]
+                    if args:
                         addresses.update(v.lower() for v in args.values() if isinstance(v, str) and len(v) == 42)
             elif isinstance(event, ev.BlocksReverted):
                 block_hash = None
