@@ -161,20 +161,42 @@ async def _consistent(
     return read, headers
 
 
+def _cache_applies(state: ServeState, request: Request) -> bool:
+    return (
+        request.method == "GET"
+        and state.same_database
+        and state.hub.connected.is_set()
+        and not request.query_params.get("min_block")
+        and not request.headers.get("x-min-block")
+    )
+
+
 def _from_cache(state: ServeState, request: Request) -> Response | None:
     """A response read at the current data version for this very request, if one is kept."""
-    if (
-        request.method != "GET"
-        or not state.same_database
-        or not state.hub.connected.is_set()
-        or request.query_params.get("min_block")
-        or request.headers.get("x-min-block")
-    ):
+    if not _cache_applies(state, request):
         return None
     found = state.cache.get(state.cache.key(request), state.hub.version)
     if found is None:
         return None
     return Response(found.body, found.status, headers=dict(found.headers), media_type=found.media_type)
+
+
+async def _cached(state: ServeState, request: Request) -> Response | None:
+    """The kept response for this request, waiting first for an identical read in flight at the current version;
+    None (and no 304 shortcut) when the client's ETag already matches, which `_consistent` answers."""
+    found = _from_cache(state, request)
+    if found is None and _cache_applies(state, request):
+        if await state.cache.join(state.cache.key(request), state.hub.version):
+            found = _from_cache(state, request)
+    if found is None or _matches(request, found.headers.get("etag", "")):
+        return None
+    return found
+
+
+def _leading(state: ServeState, request: Request) -> contextlib.AbstractContextManager[None]:
+    if not _cache_applies(state, request):
+        return contextlib.nullcontext()
+    return state.cache.leading(state.cache.key(request), state.hub.version)
 
 
 def _keep(state: ServeState, request: Request, version: int, response: Response) -> Response:
@@ -212,21 +234,21 @@ def upstream_endpoint(route: routes.Route) -> Callable[[Request], Awaitable[Resp
                 return _json({"error": "the request body must be a JSON object"}, 400)
             query.update({k: str(v) for k, v in body.items() if isinstance(v, str | int) and not isinstance(v, bool)})
         params: routes.Params = {}
-        if (
-            route.cacheable
-            and (cached := _from_cache(state, request)) is not None
-            and not _matches(request, cached.headers.get("etag", ""))
-        ):
+        if route.cacheable and (cached := await _cached(state, request)) is not None:
             return cached
         try:
             params = route.parse(query)
-            result = await _consistent(
-                state,
-                request,
-                route.projections,
-                lambda snap: route.read(snap, params, state.settings),
-                cacheable=route.cacheable,
-            )
+            with _leading(state, request) if route.cacheable else contextlib.nullcontext():
+                result = await _consistent(
+                    state,
+                    request,
+                    route.projections,
+                    lambda snap: route.read(snap, params, state.settings),
+                    cacheable=route.cacheable,
+                )
+                if not isinstance(result, Response) and route.cacheable:
+                    read, headers = result
+                    return _keep(state, request, read.version, _json(read.value, 200, headers))
         except routes.BadInput as exc:
             return _json(exc.body, 400)
         except _Bad as exc:
@@ -237,8 +259,7 @@ def upstream_endpoint(route: routes.Route) -> Callable[[Request], Awaitable[Resp
         if isinstance(result, Response):
             return result
         read, headers = result
-        response = _json(read.value, 200, headers)
-        return _keep(state, request, read.version, response) if route.cacheable else response
+        return _json(read.value, 200, headers)
 
     return endpoint
 
@@ -257,8 +278,13 @@ async def rest_endpoint(request: Request) -> Response:
             405,
             {"Allow": "GET, HEAD"},
         )
-    if (cached := _from_cache(state, request)) is not None and not _matches(request, cached.headers.get("etag", "")):
+    if (cached := await _cached(state, request)) is not None:
         return cached
+    with _leading(state, request):
+        return await _rest_read(state, request, table)
+
+
+async def _rest_read(state: ServeState, request: Request, table: str) -> Response:
     if table in postgrest.EXPOSED and table not in state.tables:
         await _refresh_tables(state)  # started before `migrate` created them, or a table was added since
     try:

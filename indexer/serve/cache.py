@@ -2,11 +2,18 @@
 the newest commit the LISTEN connection has heard of is still V, so a new commit — a revert included — can never
 be answered from the cache. Used only when reads and LISTEN go to the same server (against a replica the
 heard-of version may be ahead of what the replica shows). Bounded, least recently used out first.
+
+Identical requests that arrive while a read of theirs at the current version is in flight wait for that read
+(`join`) instead of starting their own, so a new version sends one read per distinct request to the database,
+not one per client.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -28,8 +35,10 @@ class ResponseCache:
     def __init__(self, entries: int):
         self.entries = entries
         self._items: OrderedDict[CacheKey, CachedResponse] = OrderedDict()
+        self._reading: dict[tuple[CacheKey, int], asyncio.Event] = {}
         self.hits = 0
         self.misses = 0
+        self.joined = 0
 
     @staticmethod
     def key(request: Request) -> CacheKey:
@@ -52,3 +61,27 @@ class ResponseCache:
         self._items.move_to_end(key)
         while len(self._items) > self.entries:
             self._items.popitem(last=False)
+
+    async def join(self, key: CacheKey, version: int) -> bool:
+        """Wait for a read of `key` at `version` in flight, if there is one; True if there was."""
+        done = self._reading.get((key, version))
+        if done is None:
+            return False
+        self.joined += 1
+        await done.wait()
+        return True
+
+    @contextlib.contextmanager
+    def leading(self, key: CacheKey, version: int) -> Iterator[None]:
+        """Mark a read of `key` at `version` in flight for its duration (whatever its outcome), unless the cache
+        is off or one is in flight already."""
+        slot = (key, version)
+        if self.entries <= 0 or slot in self._reading:
+            yield
+            return
+        done = self._reading[slot] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._reading[slot]
+            done.set()

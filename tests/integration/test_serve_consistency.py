@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -197,6 +199,46 @@ def test_the_response_cache_is_keyed_on_the_data_version(database_url):
         hits = cache.hits
         serve.client.get("/api/realtime/transactions", params={**params, "min_block": 0})
         assert cache.hits == hits
+
+
+def test_identical_requests_during_one_read_share_it(database_url):
+    """Requests for the same response, arriving while its read at the current data version is in flight, wait for
+    that read and answer from it: a new block does not send every polling client to the database at once."""
+    with indexed_scenario(database_url) as scenario, ServeThread(scenario.config) as serve:
+        reader = serve.state.reader
+        inner = reader.read
+        reads: list[tuple] = []
+
+        async def slow_read(projections, fn, min_block=None):
+            reads.append(tuple(projections))
+            await asyncio.sleep(0.4)  # long enough for every request below to arrive meanwhile
+            return await inner(projections, fn, min_block)
+
+        reader.read = slow_read
+        paths = [
+            f"/api/realtime/transactions?address={ALICE}",
+            f"/rest/v1/transactions?select=*&user_address=eq.{ALICE}&order=block_timestamp.desc&offset=0&limit=10",
+        ]
+        for path in paths:
+            reads.clear()
+            with ThreadPoolExecutor(12) as pool:
+                responses = list(pool.map(lambda url: httpx.get(url, timeout=10), [serve.url + path] * 12))
+            assert [r.status_code for r in responses] == [200] * 12, path
+            assert len({r.content for r in responses}) == 1, path
+            assert len({r.headers["etag"] for r in responses}) == 1, path
+            assert len({r.headers["x-indexed-block"] for r in responses}) == 1, path
+            assert len(reads) == 1, (path, len(reads))
+        # A different response is a read of its own, in flight beside the first.
+        reads.clear()
+        with ThreadPoolExecutor(2) as pool:
+            both = list(
+                pool.map(
+                    lambda who: httpx.get(f"{serve.url}/api/realtime/transactions?address={who}&limit=3"),
+                    [ALICE, BOB],
+                )
+            )
+        assert [r.status_code for r in both] == [200, 200] and both[0].content != both[1].content
+        assert len(reads) == 2
 
 
 def test_a_blue_green_rebuild_is_a_new_data_version(database_url):
