@@ -27,7 +27,7 @@ from starlette.routing import Route as StarletteRoute
 
 from indexer.config import ApiConfig
 from indexer.serve import postgrest, routes
-from indexer.serve.cache import CachedResponse, ResponseCache
+from indexer.serve.cache import CachedResponse, KeptResponse, ResponseCache
 from indexer.serve.guards import AccessMiddleware, DirectSendMiddleware, RateLimitMiddleware, ServeMetrics
 from indexer.serve.hub import PushHub
 from indexer.serve.indexer_status import read_indexer_status
@@ -166,19 +166,16 @@ def _cache_applies(state: ServeState, request: Request) -> bool:
         request.method == "GET"
         and state.same_database
         and state.hub.connected.is_set()
-        and not request.query_params.get("min_block")
+        and (b"min_block" not in request.scope["query_string"] or not request.query_params.get("min_block"))
         and not request.headers.get("x-min-block")
     )
 
 
-def _from_cache(state: ServeState, request: Request) -> Response | None:
+def _from_cache(state: ServeState, request: Request) -> CachedResponse | None:
     """A response read at the current data version for this very request, if one is kept."""
     if not _cache_applies(state, request):
         return None
-    found = state.cache.get(state.cache.key(request), state.hub.version)
-    if found is None:
-        return None
-    return Response(found.body, found.status, headers=dict(found.headers), media_type=found.media_type)
+    return state.cache.get(state.cache.key(request.scope), state.hub.version)
 
 
 async def _cached(state: ServeState, request: Request) -> Response | None:
@@ -186,24 +183,25 @@ async def _cached(state: ServeState, request: Request) -> Response | None:
     None (and no 304 shortcut) when the client's ETag already matches, which `_consistent` answers."""
     found = _from_cache(state, request)
     if found is None and _cache_applies(state, request):
-        if await state.cache.join(state.cache.key(request), state.hub.version):
+        if await state.cache.join(state.cache.key(request.scope), state.hub.version):
             found = _from_cache(state, request)
-    if found is None or _matches(request, found.headers.get("etag", "")):
+    if found is None or _matches(request, found.etag):
         return None
-    return found
+    return KeptResponse(found)
 
 
 def _leading(state: ServeState, request: Request) -> contextlib.AbstractContextManager[None]:
     if not _cache_applies(state, request):
         return contextlib.nullcontext()
-    return state.cache.leading(state.cache.key(request), state.hub.version)
+    return state.cache.leading(state.cache.key(request.scope), state.hub.version)
 
 
 def _keep(state: ServeState, request: Request, version: int, response: Response) -> Response:
     if request.method == "GET" and state.same_database and response.status_code == 200:
-        headers = tuple((k, v) for k, v in response.headers.items() if k not in ("content-length", "content-type"))
-        media = response.media_type or JSON
-        state.cache.put(state.cache.key(request), CachedResponse(version, 200, bytes(response.body), headers, media))
+        kept = CachedResponse(
+            version, 200, bytes(response.body), tuple(response.raw_headers), response.headers.get("etag", "")
+        )
+        state.cache.put(state.cache.key(request.scope), kept)
     return response
 
 

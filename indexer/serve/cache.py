@@ -16,7 +16,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +25,21 @@ class CachedResponse:
     version: int
     status: int
     body: bytes
-    headers: tuple[tuple[str, str], ...]
-    media_type: str
+    raw_headers: tuple[tuple[bytes, bytes], ...]  # as sent: content-type and content-length included
+    etag: str
 
 
-CacheKey = tuple[str, str, str, str, str]
+class KeptResponse(Response):
+    """A kept response sent again exactly as it was first sent, without rendering its body or headers again."""
+
+    def __init__(self, kept: CachedResponse):
+        self.status_code = kept.status
+        self.body = kept.body
+        self.background = None
+        self.raw_headers = list(kept.raw_headers)
+
+
+CacheKey = tuple[str, str, bytes, bytes, bytes]
 
 
 class ResponseCache:
@@ -41,9 +52,15 @@ class ResponseCache:
         self.joined = 0
 
     @staticmethod
-    def key(request: Request) -> CacheKey:
-        h = request.headers
-        return (request.method, request.url.path, request.url.query, h.get("accept", ""), h.get("prefer", ""))
+    def key(scope: Scope) -> CacheKey:
+        """What a response depends on: method, path, query string and the Accept and Prefer headers."""
+        accept = prefer = b""
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+            elif name == b"prefer":
+                prefer = value
+        return (scope["method"], scope["path"], scope["query_string"], accept, prefer)
 
     def get(self, key: CacheKey, version: int) -> CachedResponse | None:
         found = self._items.get(key)
