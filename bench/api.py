@@ -6,6 +6,8 @@
 - Routes at 32 connections with `hey` (Debian's package; `make bench` installs it): req/s, p50, p99 per route,
   while a block is mined every second (the daemon follows, the data version moves).
 - 304 revalidations: the same route with the current ETag in If-None-Match (no blocks mined meanwhile).
+- The server's own ceiling, first: a bare ASGI app that answers every request with the balances route's body and
+  headers, under `serve`'s uvicorn settings, at the same connections (no handler, no middleware, no database).
 - Push latency: N clients on /api/realtime/stream?topics=indexer (a separate client process, asyncio), blocks
   mined at a steady rate; for every event received, the time from the oldest commit it answers
   (`committedAt`, the database clock inside the commit) to its arrival at the client.
@@ -324,6 +326,66 @@ def naive_comparison(
     return out
 
 
+# -- the server's ceiling ---------------------------------------------------------------------------------
+
+
+def _run_ceiling(port: int, response: Path) -> None:
+    """(internal) The bare app: the recorded status line's headers and body, sent for every request."""
+    from indexer.serve.server import server_config
+
+    recorded = json.loads(response.read_text())
+    body = recorded["body"].encode()
+    headers = [(k.encode(), v.encode()) for k, v in recorded["headers"]] + [
+        (b"content-length", str(len(body)).encode())
+    ]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    config = server_config(app, "127.0.0.1", port)
+    config.lifespan = "off"
+    import uvicorn
+
+    uvicorn.Server(config).run()
+
+
+def server_ceiling(ws: Workspace, url: str, seconds: float, connections: int) -> dict[str, Any]:
+    """hey against the bare app serving what `url` answers now: the most any handler could reach."""
+    from tests.support.anvil import free_port
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        recorded = {
+            "body": response.read().decode(),
+            "headers": [(k.lower(), v) for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS],
+        }
+    path = ws.tmp / "ceiling-response.json"
+    path.write_text(json.dumps(recorded))
+    port = free_port()
+    log = ws.tmp / "ceiling.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.api", "ceiling", "--port", str(port), "--response", str(path)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", proc, log)
+        return hey(f"http://127.0.0.1:{port}/", seconds, connections)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+
+
+_HOP_HEADERS = ("content-length", "date", "server", "connection", "transfer-encoding", "keep-alive")
+
+
 # -- the whole API benchmark -------------------------------------------------------------------------------
 
 
@@ -390,6 +452,10 @@ def run_api_bench(
             "rest_transactions": f"/rest/v1/transactions?select=*&user_address=eq.{user}"
             "&order=block_timestamp.desc&offset=0&limit=10",
         }
+        say(f"  the server's ceiling (a bare app, the balances response): hey -z {seconds:.0f}s -c {connections} ...")
+        r = server_ceiling(ws, base + routes["balances"], seconds, connections)
+        out["server_ceiling"] = r
+        say(f"    {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['statuses']}")
         with BlockMiner(ws.rpc_url, 1.0):
             for name, path in routes.items():
                 say(f"  {name}: hey -z {seconds:.0f}s -c {connections} ...")
@@ -433,7 +499,10 @@ def run_api_bench(
         "api_balances_p99_ms": routes_out["balances"]["p99_ms"],
         "api_transactions_p99_ms": routes_out["transactions"]["p99_ms"],
         "api_304_rps": routes_out["balances_304"]["rps"],
+        "api_server_ceiling_rps": out["server_ceiling"]["rps"],
+        "api_server_ceiling_p99_ms": out["server_ceiling"]["p99_ms"],
     }
+    figures["api_balances_rps_over_ceiling"] = figures["api_balances_rps"] / figures["api_server_ceiling_rps"]
     naive = out.get("naive", {})
     if "balances" in naive:
         figures["api_balances_rps_over_naive"] = routes_out["balances"]["rps"] / naive["balances"]["rps"]
@@ -494,10 +563,16 @@ def main(argv: list[str] | None = None) -> int:
     naive.add_argument("--dsn", required=True)
     naive.add_argument("--schema", required=True)
     naive.add_argument("--port", type=int, required=True)
+    ceiling = sub.add_parser("ceiling", help="(internal) the bare app for the server's ceiling")
+    ceiling.add_argument("--port", type=int, required=True)
+    ceiling.add_argument("--response", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="the small chain; figures printed, not recorded")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", default="1000,5000")
     args = parser.parse_args(argv)
+    if args.command == "ceiling":
+        _run_ceiling(args.port, args.response)
+        return 0
     if args.command == "naive":
         _run_naive(args.dsn, args.schema, args.port)
         return 0

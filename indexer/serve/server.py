@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from indexer.config import Config
 from indexer.ops.http import parse_listen
@@ -32,22 +33,24 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """How `serve` runs an ASGI app: uvloop, httptools, no uvicorn access log (the app writes its own)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        backlog=4096,
+    )
+
+
 def serve(config: Config, listen: str | None = None) -> None:
     """Run the read API until SIGINT/SIGTERM."""
     host, port = parse_listen(listen or config.api.listen)
     state = make_state(config.api, config.database.url, config.database.schema_)
-    server = _Server(
-        uvicorn.Config(
-            build_app(state),
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_config=None,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            backlog=4096,
-        )
-    )
-    server.run()
+    _Server(server_config(build_app(state), host, port)).run()
