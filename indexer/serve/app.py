@@ -142,7 +142,8 @@ async def _consistent(
         if version and _matches(request, etag):
             marks = [state.hub.marks[p] for p in projections if p in state.hub.marks]
             mark = min(marks, key=lambda m: m.block) if marks else None
-            return Response(status_code=304, headers={**_consistency_headers(mark, version), "ETag": etag})
+            headers = {**_consistency_headers(mark, version), "ETag": etag, "Cache-Control": "no-cache"}
+            return Response(status_code=304, headers=headers)
 
     async def guarded(snap: Snapshot) -> Any:
         if cacheable and _matches(request, _etag(snap.version, request)):
@@ -179,15 +180,15 @@ def _from_cache(state: ServeState, request: Request) -> CachedResponse | None:
 
 
 async def _cached(state: ServeState, request: Request) -> Response | None:
-    """The kept response for this request, waiting first for an identical read in flight at the current version;
-    None (and no 304 shortcut) when the client's ETag already matches, which `_consistent` answers."""
+    """The kept response for this request (its 304 when the client's ETag is its own), waiting first for an
+    identical read in flight at the current version."""
     found = _from_cache(state, request)
     if found is None and _cache_applies(state, request):
         if await state.cache.join(state.cache.key(request.scope), state.hub.version):
             found = _from_cache(state, request)
-    if found is None or _matches(request, found.etag):
+    if found is None:
         return None
-    return KeptResponse(found)
+    return KeptResponse(found, not_modified=_matches(request, found.etag))
 
 
 def _leading(state: ServeState, request: Request) -> contextlib.AbstractContextManager[None]:

@@ -29,14 +29,23 @@ class CachedResponse:
     etag: str
 
 
-class KeptResponse(Response):
-    """A kept response sent again exactly as it was first sent, without rendering its body or headers again."""
+_BODY_HEADERS = (b"content-type", b"content-length")
 
-    def __init__(self, kept: CachedResponse):
-        self.status_code = kept.status
-        self.body = kept.body
+
+class KeptResponse(Response):
+    """A kept response sent again exactly as it was first sent, without rendering its body or headers again; or,
+    to a client that holds it already, its 304: the same headers (ETag, block, version) without the body's."""
+
+    def __init__(self, kept: CachedResponse, *, not_modified: bool = False):
         self.background = None
-        self.raw_headers = list(kept.raw_headers)
+        if not_modified:
+            self.status_code = 304
+            self.body = b""
+            self.raw_headers = [(k, v) for k, v in kept.raw_headers if k not in _BODY_HEADERS]
+        else:
+            self.status_code = kept.status
+            self.body = kept.body
+            self.raw_headers = list(kept.raw_headers)
 
 
 CacheKey = tuple[str, str, bytes, bytes, bytes]

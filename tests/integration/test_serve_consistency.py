@@ -185,6 +185,15 @@ def test_the_response_cache_is_keyed_on_the_data_version(database_url):
         assert cache.hits == hits + 1
         assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
         assert again.headers["x-indexed-block"] == first.headers["x-indexed-block"]
+        # A revalidation of a kept response is answered from it: 304, no body, the same block, version and ETag.
+        hits = cache.hits
+        revalidated = serve.client.get(
+            "/api/realtime/transactions", params=params, headers={"If-None-Match": first.headers["etag"]}
+        )
+        assert revalidated.status_code == 304 and revalidated.content == b"" and cache.hits == hits + 1
+        for header in ("etag", "x-indexed-block", "x-indexed-block-hash", "x-data-version", "cache-control"):
+            assert revalidated.headers[header] == first.headers[header], header
+        assert "content-type" not in revalidated.headers
         other = serve.client.get("/api/realtime/transactions", params={"address": BOB})
         assert other.content != first.content
 
