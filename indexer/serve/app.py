@@ -23,11 +23,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
 from indexer.config import ApiConfig
 from indexer.serve import postgrest, routes
-from indexer.serve.cache import CachedResponse, KeptResponse, ResponseCache
+from indexer.serve.cache import CachedResponse, CacheFront, ResponseCache, etag_matches
 from indexer.serve.guards import AccessMiddleware, DirectSendMiddleware, RateLimitMiddleware, ServeMetrics
 from indexer.serve.hub import PushHub
 from indexer.serve.indexer_status import read_indexer_status
@@ -100,10 +101,7 @@ def _etag(version: int, request: Request) -> str:
 
 
 def _matches(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match")
-    if not header:
-        return False
-    return any(tag.strip() in (etag, etag[2:], "*") for tag in header.split(","))
+    return etag_matches(request.headers.get("if-none-match"), etag)
 
 
 def _consistency_headers(mark: ProjectionMark | None, version: int) -> dict[str, str]:
@@ -172,23 +170,8 @@ def _cache_applies(state: ServeState, request: Request) -> bool:
     )
 
 
-def _from_cache(state: ServeState, request: Request) -> CachedResponse | None:
-    """A response read at the current data version for this very request, if one is kept."""
-    if not _cache_applies(state, request):
-        return None
-    return state.cache.get(state.cache.key(request.scope), state.hub.version)
-
-
-async def _cached(state: ServeState, request: Request) -> Response | None:
-    """The kept response for this request (its 304 when the client's ETag is its own), waiting first for an
-    identical read in flight at the current version."""
-    found = _from_cache(state, request)
-    if found is None and _cache_applies(state, request):
-        if await state.cache.join(state.cache.key(request.scope), state.hub.version):
-            found = _from_cache(state, request)
-    if found is None:
-        return None
-    return KeptResponse(found, not_modified=_matches(request, found.etag))
+def _cache_version(state: ServeState) -> int | None:
+    return state.hub.version if state.same_database and state.hub.connected.is_set() else None
 
 
 def _leading(state: ServeState, request: Request) -> contextlib.AbstractContextManager[None]:
@@ -233,8 +216,6 @@ def upstream_endpoint(route: routes.Route) -> Callable[[Request], Awaitable[Resp
                 return _json({"error": "the request body must be a JSON object"}, 400)
             query.update({k: str(v) for k, v in body.items() if isinstance(v, str | int) and not isinstance(v, bool)})
         params: routes.Params = {}
-        if route.cacheable and (cached := await _cached(state, request)) is not None:
-            return cached
         try:
             params = route.parse(query)
             with _leading(state, request) if route.cacheable else contextlib.nullcontext():
@@ -277,8 +258,6 @@ async def rest_endpoint(request: Request) -> Response:
             405,
             {"Allow": "GET, HEAD"},
         )
-    if (cached := await _cached(state, request)) is not None:
-        return cached
     with _leading(state, request):
         return await _rest_read(state, request, table)
 
@@ -481,9 +460,11 @@ def build_app(state: ServeState) -> Starlette:
             state.metrics.indexed_block.set(min(m.block for m in marks))
 
     state.broker.on_sent = marks_observer
-    routes_list = [StarletteRoute(r.path, upstream_endpoint(r), methods=list(r.methods)) for r in routes.ROUTES] + [
+    upstream = [(r, StarletteRoute(r.path, upstream_endpoint(r), methods=list(r.methods))) for r in routes.ROUTES]
+    rest = StarletteRoute("/rest/v1/{table}", rest_endpoint, methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"])
+    routes_list = [route for _, route in upstream] + [
         StarletteRoute("/api/realtime/stream", stream_endpoint, methods=["GET"]),
-        StarletteRoute("/rest/v1/{table}", rest_endpoint, methods=["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]),
+        rest,
         StarletteRoute("/api/status", status_json, methods=["GET"]),
         StarletteRoute("/healthz", healthz, methods=["GET"]),
         StarletteRoute("/readyz", readyz, methods=["GET"]),
@@ -512,6 +493,9 @@ def build_app(state: ServeState) -> Starlette:
                 metrics=state.metrics,
             )
         )
+    cached: dict[str, BaseRoute] = {r.path: route for r, route in upstream if r.cacheable}
+    cached["/rest/v1/"] = rest
+    middleware.append(Middleware(CacheFront, cache=state.cache, version=lambda: _cache_version(state), routes=cached))
     app = Starlette(routes=routes_list, middleware=middleware, lifespan=lifespan)
     app.state.serve = state
     return app

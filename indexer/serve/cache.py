@@ -5,7 +5,7 @@ heard-of version may be ahead of what the replica shows). Bounded, least recentl
 
 Identical requests that arrive while a read of theirs at the current version is in flight wait for that read
 (`join`) instead of starting their own, so a new version sends one read per distinct request to the database,
-not one per client.
+not one per client. `CacheFront` answers from the cache before routing; the endpoints fill it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +112,61 @@ class ResponseCache:
         finally:
             del self._reading[slot]
             done.set()
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (weakly compared) or is `*`."""
+    if not if_none_match:
+        return False
+    return any(tag.strip() in (etag, etag[2:], "*") for tag in if_none_match.split(","))
+
+
+class CacheFront:
+    """Innermost middleware: a GET on a cached route with a response kept at the current data version (or being
+    read by an identical request, which it waits for) is answered here, before routing, as the endpoint would
+    answer it again (its 304 to a client that holds it). Everything else, and any request that asks for a
+    min_block, goes on to the endpoints.
+
+    `version()` is the current data version, or None while the cache must not answer (LISTEN connection down,
+    or reads on another server). `routes` maps a path, or a prefix ending in "/", to the route it belongs to
+    (for the access log and metrics, which name the route)."""
+
+    def __init__(
+        self, app: ASGIApp, cache: ResponseCache, version: Callable[[], int | None], routes: Mapping[str, BaseRoute]
+    ):
+        self.app = app
+        self.cache = cache
+        self.version = version
+        self.exact = {path: route for path, route in routes.items() if not path.endswith("/")}
+        self.prefixes = [(path, route) for path, route in routes.items() if path.endswith("/")]
+
+    def _route(self, path: str) -> BaseRoute | None:
+        route = self.exact.get(path)
+        if route is None:
+            for prefix, candidate in self.prefixes:
+                if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+                    return candidate
+        return route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kept = await self._kept(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if kept is None:
+            await self.app(scope, receive, send)
+            return
+        route, found = kept
+        scope["route"] = route
+        if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), b"").decode("latin-1")
+        await KeptResponse(found, not_modified=etag_matches(if_none_match, found.etag))(scope, receive, send)
+
+    async def _kept(self, scope: Scope) -> tuple[BaseRoute, CachedResponse] | None:
+        route = self._route(scope["path"])
+        version = self.version()
+        if route is None or version is None or self.cache.entries <= 0 or b"min_block" in scope["query_string"]:
+            return None
+        if any(k == b"x-min-block" for k, _ in scope["headers"]):
+            return None
+        key = self.cache.key(scope)
+        found = self.cache.get(key, version)
+        if found is None and await self.cache.join(key, version):
+            found = self.cache.get(key, version)
+        return None if found is None else (route, found)

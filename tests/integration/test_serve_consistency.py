@@ -194,6 +194,16 @@ def test_the_response_cache_is_keyed_on_the_data_version(database_url):
         for header in ("etag", "x-indexed-block", "x-indexed-block-hash", "x-data-version", "cache-control"):
             assert revalidated.headers[header] == first.headers[header], header
         assert "content-type" not in revalidated.headers
+        # Answers from the cache are logged and counted under their route, like any other.
+        metrics = serve.client.get("/metrics").text
+        for status in (200, 304):
+            assert (
+                f'rbtc_api_request_seconds_count{{method="GET",route="/api/realtime/transactions",status="{status}"}}'
+                in metrics
+            )
+        rest = "/rest/v1/transactions?select=*&order=block_number.desc&limit=2"
+        assert serve.client.get(rest).content == serve.client.get(rest).content
+        assert 'route="/rest/v1/{table}",status="200"} 2.0' in serve.client.get("/metrics").text
         other = serve.client.get("/api/realtime/transactions", params={"address": BOB})
         assert other.content != first.content
 
