@@ -328,9 +328,11 @@ def naive_comparison(
 
 # -- the server's ceiling ---------------------------------------------------------------------------------
 
+_HOP_HEADERS = ("content-length", "date", "server", "connection", "transfer-encoding", "keep-alive")
+
 
 def _run_ceiling(port: int, response: Path) -> None:
-    """(internal) The bare app: the recorded status line's headers and body, sent for every request."""
+    """(internal) The bare app: the recorded response's headers and body, sent for every request."""
     from indexer.serve.server import server_config
 
     recorded = json.loads(response.read_text())
@@ -381,9 +383,6 @@ def server_ceiling(ws: Workspace, url: str, seconds: float, connections: int) ->
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             _kill(proc)
-
-
-_HOP_HEADERS = ("content-length", "date", "server", "connection", "transfer-encoding", "keep-alive")
 
 
 # -- the whole API benchmark -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from starlette.routing import Route as StarletteRoute
 
 from indexer.config import ApiConfig
 from indexer.serve import postgrest, routes
-from indexer.serve.cache import CachedResponse, CacheFront, ResponseCache, etag_matches
+from indexer.serve.cache import CachedResponse, CacheFront, ResponseCache, asks_for_min_block, etag_matches
 from indexer.serve.guards import AccessMiddleware, DirectSendMiddleware, RateLimitMiddleware, ServeMetrics
 from indexer.serve.hub import PushHub
 from indexer.serve.indexer_status import read_indexer_status
@@ -160,18 +160,15 @@ async def _consistent(
     return read, headers
 
 
-def _cache_applies(state: ServeState, request: Request) -> bool:
-    return (
-        request.method == "GET"
-        and state.same_database
-        and state.hub.connected.is_set()
-        and (b"min_block" not in request.scope["query_string"] or not request.query_params.get("min_block"))
-        and not request.headers.get("x-min-block")
-    )
-
-
 def _cache_version(state: ServeState) -> int | None:
+    """The data version the cache answers at, or None while it must not answer."""
     return state.hub.version if state.same_database and state.hub.connected.is_set() else None
+
+
+def _cache_applies(state: ServeState, request: Request) -> bool:
+    """Whether this request's answer is kept (and an identical request waits for its read): what CacheFront
+    answers."""
+    return request.method == "GET" and _cache_version(state) is not None and not asks_for_min_block(request.scope)
 
 
 def _leading(state: ServeState, request: Request) -> contextlib.AbstractContextManager[None]:
@@ -181,7 +178,7 @@ def _leading(state: ServeState, request: Request) -> contextlib.AbstractContextM
 
 
 def _keep(state: ServeState, request: Request, version: int, response: Response) -> Response:
-    if request.method == "GET" and state.same_database and response.status_code == 200:
+    if _cache_applies(state, request) and response.status_code == 200:
         kept = CachedResponse(
             version, 200, bytes(response.body), tuple(response.raw_headers), response.headers.get("etag", "")
         )
@@ -215,33 +212,37 @@ def upstream_endpoint(route: routes.Route) -> Callable[[Request], Awaitable[Resp
             if not isinstance(body, dict):
                 return _json({"error": "the request body must be a JSON object"}, 400)
             query.update({k: str(v) for k, v in body.items() if isinstance(v, str | int) and not isinstance(v, bool)})
-        params: routes.Params = {}
-        try:
-            params = route.parse(query)
-            with _leading(state, request) if route.cacheable else contextlib.nullcontext():
-                result = await _consistent(
-                    state,
-                    request,
-                    route.projections,
-                    lambda snap: route.read(snap, params, state.settings),
-                    cacheable=route.cacheable,
-                )
-                if not isinstance(result, Response) and route.cacheable:
-                    read, headers = result
-                    return _keep(state, request, read.version, _json(read.value, 200, headers))
-        except routes.BadInput as exc:
-            return _json(exc.body, 400)
-        except _Bad as exc:
-            return _json(exc.body, exc.status)
-        except (TablesBehind, ReadUnavailable) as exc:
-            log.warning("read unavailable", route=route.path, error=str(exc))
-            return _unavailable(exc, route.fallback(params))
-        if isinstance(result, Response):
-            return result
-        read, headers = result
-        return _json(read.value, 200, headers)
+        if not route.cacheable:
+            return await _upstream_read(state, request, route, query)
+        with _leading(state, request):  # kept before identical requests waiting for this read look again
+            return await _upstream_read(state, request, route, query)
 
     return endpoint
+
+
+async def _upstream_read(state: ServeState, request: Request, route: routes.Route, query: dict[str, str]) -> Response:
+    params: routes.Params = {}
+    try:
+        params = route.parse(query)
+        result = await _consistent(
+            state,
+            request,
+            route.projections,
+            lambda snap: route.read(snap, params, state.settings),
+            cacheable=route.cacheable,
+        )
+    except routes.BadInput as exc:
+        return _json(exc.body, 400)
+    except _Bad as exc:
+        return _json(exc.body, exc.status)
+    except (TablesBehind, ReadUnavailable) as exc:
+        log.warning("read unavailable", route=route.path, error=str(exc))
+        return _unavailable(exc, route.fallback(params))
+    if isinstance(result, Response):
+        return result
+    read, headers = result
+    response = _json(read.value, 200, headers)
+    return _keep(state, request, read.version, response) if route.cacheable else response
 
 
 async def rest_endpoint(request: Request) -> Response:

@@ -59,7 +59,6 @@ class ResponseCache:
         self._reading: dict[tuple[CacheKey, int], asyncio.Event] = {}
         self.hits = 0
         self.misses = 0
-        self.joined = 0
 
     @staticmethod
     def key(scope: Scope) -> CacheKey:
@@ -94,7 +93,6 @@ class ResponseCache:
         done = self._reading.get((key, version))
         if done is None:
             return False
-        self.joined += 1
         await done.wait()
         return True
 
@@ -112,6 +110,12 @@ class ResponseCache:
         finally:
             del self._reading[slot]
             done.set()
+
+
+def asks_for_min_block(scope: Scope) -> bool:
+    """Whether a request may ask to wait for a block (`min_block` in its query string, an X-Min-Block header):
+    such a request is never answered from the cache, and its answer is not kept."""
+    return b"min_block" in scope["query_string"] or any(k == b"x-min-block" for k, _ in scope["headers"])
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -161,9 +165,7 @@ class CacheFront:
     async def _kept(self, scope: Scope) -> tuple[BaseRoute, CachedResponse] | None:
         route = self._route(scope["path"])
         version = self.version()
-        if route is None or version is None or self.cache.entries <= 0 or b"min_block" in scope["query_string"]:
-            return None
-        if any(k == b"x-min-block" for k, _ in scope["headers"]):
+        if route is None or version is None or asks_for_min_block(scope):
             return None
         key = self.cache.key(scope)
         found = self.cache.get(key, version)
